@@ -1,0 +1,340 @@
+//! Connected workers and what flows to them: assignments, cancels and force-stops. Also the
+//! sweepers that expire overdue cancels and fail the jobs of workers whose lease lapsed.
+//!
+//! Nothing here is authoritative: the store is. The in-memory session map only says which
+//! worker stream this control plane holds; a cancel for a worker that is not connected is
+//! re-sent when it reconnects.
+
+mod session;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use presswork_proto::v1::{
+    AssignJob, CancelCommand, ConnectResponse, ForceStop, JobAttempt, connect_response::Msg,
+};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::job::{JobEvent, JobRecord};
+use crate::store::Store;
+use crate::time::now_ms;
+
+pub use session::{WorkerStream, serve_worker_stream};
+
+/// Timing settings of the worker protocol and cancels.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// How long a worker has to confirm a cancel before the job is failed (AC-007).
+    pub cancel_timeout: Duration,
+    /// A worker not heard from for this long is lost; its jobs fail.
+    pub worker_lease: Duration,
+    /// How often workers send heartbeats.
+    pub heartbeat_interval: Duration,
+}
+
+/// One connected worker stream.
+pub(crate) struct WorkerSession {
+    pub id: String,
+    pub capacity: u32,
+    pub reports: Vec<String>,
+    tx: mpsc::UnboundedSender<Result<ConnectResponse, tonic::Status>>,
+    /// Attempts this worker holds a slot for, until their outcome arrives.
+    pub assigned: Mutex<HashSet<(String, u32)>>,
+}
+
+impl WorkerSession {
+    /// Queues a message on the worker's stream; false when the stream is gone.
+    pub fn send(&self, msg: Msg) -> bool {
+        self.tx.send(Ok(ConnectResponse { msg: Some(msg) })).is_ok()
+    }
+
+    fn free_slots(&self) -> usize {
+        let held = self.assigned.lock().map_or(usize::MAX, |a| a.len());
+        (self.capacity as usize).saturating_sub(held)
+    }
+}
+
+/// Hands jobs to workers and commands to their streams.
+pub struct Dispatcher {
+    store: Store,
+    timing: Timing,
+    sessions: Mutex<HashMap<String, Arc<WorkerSession>>>,
+    wake: Notify,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    started_at: i64,
+}
+
+impl Dispatcher {
+    /// Starts the dispatch loop and the sweepers; they stop when `shutdown` fires.
+    pub fn start(store: Store, timing: Timing, shutdown: CancellationToken) -> Arc<Self> {
+        let dispatcher = Arc::new(Dispatcher {
+            store,
+            timing,
+            sessions: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            tasks: TaskTracker::new(),
+            shutdown,
+            started_at: now_ms(),
+        });
+        dispatcher
+            .tasks
+            .spawn(Arc::clone(&dispatcher).dispatch_loop());
+        dispatcher.tasks.spawn(Arc::clone(&dispatcher).sweep_loop());
+        dispatcher
+    }
+
+    pub fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Asks the dispatch loop to look for queued jobs and free slots.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits for every background task (dispatch, sweepers, deadline timers) to end.
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// A cancel moved `job` to CANCELLING: send it to the job's worker now (the latency that
+    /// matters), record the delivery, and arm the deadline.
+    pub fn cancel_requested(self: &Arc<Self>, job: &JobRecord) {
+        self.send_cancel(job);
+        self.arm_cancel_deadline(job);
+    }
+
+    fn send_cancel(self: &Arc<Self>, job: &JobRecord) {
+        let Some(session) = self.session(&job.worker_id) else {
+            info!(job_id = %job.id, worker_id = %job.worker_id, "worker not connected; the cancel is sent when it reconnects");
+            return;
+        };
+        let cancel = job.cancel.as_ref();
+        let delivered = session.send(Msg::Cancel(CancelCommand {
+            job: Some(attempt_of(job)),
+            requested_by: cancel.map(|c| c.requested_by.clone()).unwrap_or_default(),
+            reason: cancel.map(|c| c.reason.clone()).unwrap_or_default(),
+        }));
+        if !delivered {
+            return;
+        }
+        let this = Arc::clone(self);
+        let event = JobEvent::CancelDelivered {
+            attempt: job.attempt,
+            worker_id: job.worker_id.clone(),
+        };
+        let job_id = job.id.clone();
+        self.tasks.spawn(async move {
+            this.apply_logged(&job_id, &event).await;
+        });
+    }
+
+    fn arm_cancel_deadline(self: &Arc<Self>, job: &JobRecord) {
+        let Some(deadline) = job.cancel.as_ref().map(|c| c.deadline) else {
+            return;
+        };
+        let wait = Duration::from_millis(u64::try_from(deadline - now_ms()).unwrap_or(0));
+        let this = Arc::clone(self);
+        let job_id = job.id.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = this.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(wait) => this.expire_cancel(&job_id).await,
+            }
+        });
+    }
+
+    /// Fails a CANCELLING job whose deadline passed and tells its worker to force-stop it.
+    async fn expire_cancel(&self, job_id: &str) {
+        let Some(applied) = self.apply_logged(job_id, &JobEvent::CancelTimedOut).await else {
+            return;
+        };
+        if applied.decision.as_ref().is_ok_and(|d| d.force_stop) {
+            warn!(job_id, worker_id = %applied.job.worker_id, "cancel timed out; job failed and force-stop sent");
+            if let Some(session) = self.session(&applied.job.worker_id) {
+                session.send(Msg::ForceStop(ForceStop {
+                    job: Some(attempt_of(&applied.job)),
+                }));
+            }
+        }
+    }
+
+    /// Applies an event whose refusal is expected and harmless (stale or already resolved).
+    async fn apply_logged(&self, job_id: &str, event: &JobEvent) -> Option<crate::store::Applied> {
+        match self.store.apply(job_id, event, now_ms()).await {
+            Ok(applied) => {
+                if let Err(refusal) = &applied.decision {
+                    debug!(job_id, %refusal, ?event, "event refused");
+                }
+                Some(applied)
+            }
+            Err(e) => {
+                error!(job_id, error = %e, ?event, "could not record a job event");
+                None
+            }
+        }
+    }
+
+    pub(crate) fn session(&self, worker_id: &str) -> Option<Arc<WorkerSession>> {
+        self.sessions.lock().ok()?.get(worker_id).cloned()
+    }
+
+    pub(crate) fn register(&self, session: Arc<WorkerSession>) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.insert(session.id.clone(), session);
+        }
+        self.wake();
+    }
+
+    /// Removes `session` unless a newer connection of the same worker replaced it.
+    pub(crate) fn unregister(&self, session: &Arc<WorkerSession>) {
+        if let Ok(mut sessions) = self.sessions.lock()
+            && sessions
+                .get(&session.id)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(&session.id);
+        }
+    }
+
+    /// Drops every worker stream (on shutdown), so the server can finish.
+    pub fn disconnect_all(&self) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.clear();
+        }
+    }
+
+    async fn dispatch_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                // A safety net for a missed wake-up; normal dispatch is event-driven.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            self.dispatch_queued().await;
+        }
+    }
+
+    /// Claims queued jobs for workers with free slots until either runs out.
+    async fn dispatch_queued(&self) {
+        let mut exhausted: HashSet<String> = HashSet::new();
+        loop {
+            let candidate = {
+                let Ok(sessions) = self.sessions.lock() else {
+                    return;
+                };
+                sessions
+                    .values()
+                    .filter(|s| !exhausted.contains(&s.id))
+                    .map(|s| (s.free_slots(), s))
+                    .filter(|(free, _)| *free > 0)
+                    .max_by_key(|(free, _)| *free)
+                    .map(|(_, s)| Arc::clone(s))
+            };
+            let Some(session) = candidate else { return };
+            match self
+                .store
+                .claim(&session.id, &session.reports, now_ms())
+                .await
+            {
+                Ok(Some(job)) => {
+                    if let Ok(mut assigned) = session.assigned.lock() {
+                        assigned.insert((job.id.clone(), job.attempt));
+                    }
+                    let sent = session.send(Msg::Assign(AssignJob {
+                        job: Some(attempt_of(&job)),
+                        report: job.report.clone(),
+                        params: job.params.clone().into_iter().collect(),
+                    }));
+                    if !sent {
+                        let lost = JobEvent::WorkerLost {
+                            attempt: job.attempt,
+                            detail: format!(
+                                "worker {} disconnected before the job reached it",
+                                session.id
+                            ),
+                        };
+                        self.apply_logged(&job.id, &lost).await;
+                    }
+                }
+                Ok(None) => {
+                    exhausted.insert(session.id.clone());
+                }
+                Err(e) => {
+                    error!(error = %e, "could not claim a queued job; retrying shortly");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn sweep_loop(self: Arc<Self>) {
+        let period = (self.timing.worker_lease / 4)
+            .min(self.timing.cancel_timeout / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            self.sweep().await;
+        }
+    }
+
+    /// Expires overdue cancels and fails the jobs of workers whose lease lapsed. Guarded
+    /// updates: safe to run on every replica and after a restart.
+    async fn sweep(&self) {
+        let now = now_ms();
+        match self.store.overdue_cancels(now).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.expire_cancel(&id).await;
+                }
+            }
+            Err(e) => error!(error = %e, "could not look for overdue cancels"),
+        }
+        let lease = i64::try_from(self.timing.worker_lease.as_millis()).unwrap_or(i64::MAX);
+        if now - self.started_at <= lease {
+            // Just started: give workers a full lease to reconnect before calling them lost.
+            return;
+        }
+        match self.store.jobs_of_silent_workers(now - lease).await {
+            Ok(jobs) => {
+                for (job_id, attempt, worker_id) in jobs {
+                    let event = JobEvent::WorkerLost {
+                        attempt,
+                        detail: format!(
+                            "no heartbeat from worker {worker_id} for more than {lease} ms"
+                        ),
+                    };
+                    if let Some(applied) = self.apply_logged(&job_id, &event).await
+                        && applied.sequence.is_some()
+                    {
+                        warn!(job_id, worker_id, "worker lost; job failed");
+                    }
+                }
+            }
+            Err(e) => error!(error = %e, "could not look for jobs of lost workers"),
+        }
+    }
+}
+
+pub(crate) fn attempt_of(job: &JobRecord) -> JobAttempt {
+    JobAttempt {
+        job_id: job.id.clone(),
+        attempt: job.attempt,
+    }
+}

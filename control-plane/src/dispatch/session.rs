@@ -1,0 +1,308 @@
+//! One worker's stream: the Hello handshake, reconciling what the worker and the store each
+//! know after a reconnect, and applying the worker's reports in the order it sent them.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use presswork_proto::v1::{
+    ConnectRequest, ConnectResponse, ForceStop, HeartbeatAck, Hello, JobAttempt, JobFinished,
+    LogLevel, OutcomeAck, Stage, Welcome, connect_request, connect_response::Msg, job_finished,
+};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Status, Streaming};
+use tracing::{debug, error, info, warn};
+
+use super::{Dispatcher, WorkerSession};
+use crate::job::{JobEvent, Outcome};
+use crate::store::NewLogLine;
+use crate::time::now_ms;
+
+/// How long a new stream may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CAPACITY: u32 = 1024;
+
+pub type WorkerStream = UnboundedReceiverStream<Result<ConnectResponse, Status>>;
+
+/// Accepts a worker stream: waits for Hello, registers the session, reconciles, and spawns the
+/// task that applies the worker's messages. Returns the stream of commands to the worker.
+pub async fn serve_worker_stream(
+    dispatcher: Arc<Dispatcher>,
+    mut inbound: Streaming<ConnectRequest>,
+) -> Result<WorkerStream, Status> {
+    let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(
+                "no Hello within 10 s of opening WorkerService.Connect: send Hello first",
+            )
+        })??;
+    let Some(ConnectRequest {
+        msg: Some(connect_request::Msg::Hello(hello)),
+    }) = first
+    else {
+        return Err(Status::invalid_argument(
+            "the first message on WorkerService.Connect must be Hello (worker id, name, capacity)",
+        ));
+    };
+    validate_hello(&hello)?;
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let timing = dispatcher.timing();
+    let welcome = Msg::Welcome(Welcome {
+        heartbeat_interval_ms: millis(timing.heartbeat_interval),
+        lease_ms: millis(timing.worker_lease),
+    });
+    let known: HashSet<(String, u32)> = hello
+        .known
+        .iter()
+        .map(|a| (a.job_id.clone(), a.attempt))
+        .collect();
+    let session = Arc::new(WorkerSession {
+        id: hello.worker_id.clone(),
+        capacity: hello.capacity,
+        reports: hello.reports.clone(),
+        tx,
+        // Every attempt the worker still holds keeps its slot until its outcome arrives.
+        assigned: Mutex::new(known.clone()),
+    });
+    session.send(welcome);
+
+    let store = dispatcher.store();
+    let now = now_ms();
+    store
+        .worker_connected(&hello.worker_id, &hello.name, hello.capacity, now)
+        .await
+        .map_err(|e| internal("record the worker", &e))?;
+    reconcile(&dispatcher, &session, &known).await?;
+    info!(worker_id = %hello.worker_id, name = %hello.name, capacity = hello.capacity, known = known.len(), "worker connected");
+    dispatcher.register(Arc::clone(&session));
+
+    let task_dispatcher = Arc::clone(&dispatcher);
+    dispatcher.tasks.spawn(async move {
+        let worker_id = session.id.clone();
+        let result = receive(&task_dispatcher, &session, &mut inbound).await;
+        task_dispatcher.unregister(&session);
+        match result {
+            Ok(()) => info!(%worker_id, "worker stream closed"),
+            Err(e) => warn!(%worker_id, error = %e, "worker stream ended with an error"),
+        }
+    });
+    Ok(UnboundedReceiverStream::new(rx))
+}
+
+fn validate_hello(hello: &Hello) -> Result<(), Status> {
+    if hello.worker_id.is_empty() || hello.worker_id.len() > 128 {
+        return Err(Status::invalid_argument(
+            "Hello.worker_id must be 1 to 128 characters: give each worker process a stable id",
+        ));
+    }
+    if hello.capacity == 0 || hello.capacity > MAX_CAPACITY {
+        return Err(Status::invalid_argument(format!(
+            "Hello.capacity must be between 1 and {MAX_CAPACITY}, got {}",
+            hello.capacity
+        )));
+    }
+    if hello.reports.is_empty() {
+        return Err(Status::invalid_argument(
+            "Hello.reports must name at least one report kind the worker can run",
+        ));
+    }
+    Ok(())
+}
+
+/// After a (re)connect: re-send pending cancels, fail jobs the worker no longer has, and stop
+/// attempts the worker still runs that the store has already ended.
+async fn reconcile(
+    dispatcher: &Arc<Dispatcher>,
+    session: &Arc<WorkerSession>,
+    known: &HashSet<(String, u32)>,
+) -> Result<(), Status> {
+    let store = dispatcher.store();
+    let live = store
+        .live_jobs_of_worker(&session.id)
+        .await
+        .map_err(|e| internal("read the worker's jobs", &e))?;
+    let mut live_attempts = HashSet::new();
+    for job in &live {
+        live_attempts.insert((job.id.clone(), job.attempt));
+        if !known.contains(&(job.id.clone(), job.attempt)) {
+            let lost = JobEvent::WorkerLost {
+                attempt: job.attempt,
+                detail: format!(
+                    "worker {} reconnected without this job (it restarted, or the assignment was lost)",
+                    session.id
+                ),
+            };
+            dispatcher.apply_logged(&job.id, &lost).await;
+        } else if job.status == presswork_proto::v1::JobStatus::Cancelling {
+            dispatcher.send_cancel(job);
+        }
+    }
+    for (job_id, attempt) in known {
+        if !live_attempts.contains(&(job_id.clone(), *attempt)) {
+            // Ended here (timed out, worker lost) or finished and awaiting its ack: a stop
+            // request is harmless for the latter and fences the former.
+            session.send(Msg::ForceStop(ForceStop {
+                job: Some(JobAttempt {
+                    job_id: job_id.clone(),
+                    attempt: *attempt,
+                }),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Applies the worker's messages in order until the stream ends.
+async fn receive(
+    dispatcher: &Arc<Dispatcher>,
+    session: &Arc<WorkerSession>,
+    inbound: &mut Streaming<ConnectRequest>,
+) -> Result<(), Status> {
+    let store = dispatcher.store();
+    loop {
+        let next = tokio::select! {
+            _ = dispatcher.shutdown.cancelled() => return Ok(()),
+            next = inbound.next() => next,
+        };
+        let Some(message) = next else { return Ok(()) };
+        let Some(msg) = message?.msg else { continue };
+        let now = now_ms();
+        match msg {
+            connect_request::Msg::Hello(_) => {
+                return Err(Status::invalid_argument(
+                    "Hello may only be the first message of a stream",
+                ));
+            }
+            connect_request::Msg::Heartbeat(_) => {
+                store
+                    .worker_seen(&session.id, now)
+                    .await
+                    .map_err(|e| internal("record the heartbeat", &e))?;
+                session.send(Msg::HeartbeatAck(HeartbeatAck {}));
+            }
+            connect_request::Msg::StageStarted(m) => {
+                let (job_id, attempt) = parts(m.job)?;
+                let event = JobEvent::StageStarted {
+                    attempt,
+                    stage: stage(m.stage),
+                };
+                dispatcher.apply_logged(&job_id, &event).await;
+            }
+            connect_request::Msg::Progress(m) => {
+                let (job_id, attempt) = parts(m.job)?;
+                let event = JobEvent::Progress {
+                    attempt,
+                    stage: stage(m.stage),
+                    fraction: m.fraction,
+                };
+                dispatcher.apply_logged(&job_id, &event).await;
+            }
+            connect_request::Msg::Log(m) => {
+                let (job_id, attempt) = parts(m.job)?;
+                let line = NewLogLine {
+                    job_id: &job_id,
+                    attempt,
+                    worker_id: &session.id,
+                    stage: stage(m.stage),
+                    level: LogLevel::try_from(m.level).unwrap_or(LogLevel::Info),
+                    message: &m.message,
+                };
+                let kept = store
+                    .append_worker_log(line, now)
+                    .await
+                    .map_err(|e| internal("append the log line", &e))?;
+                if !kept {
+                    debug!(%job_id, attempt, "log line for an ended or earlier attempt refused");
+                }
+            }
+            connect_request::Msg::CancelAck(m) => {
+                let (job_id, attempt) = parts(m.job)?;
+                let event = JobEvent::CancelAcknowledged {
+                    attempt,
+                    stage: stage(m.stage),
+                    past_point_of_no_return: m.past_point_of_no_return,
+                };
+                dispatcher.apply_logged(&job_id, &event).await;
+            }
+            connect_request::Msg::Finished(m) => finished(dispatcher, session, m).await?,
+        }
+    }
+}
+
+/// Applies an outcome (idempotently: a duplicate or stale one is refused by the state
+/// machine), acknowledges it, and frees the slot.
+async fn finished(
+    dispatcher: &Arc<Dispatcher>,
+    session: &Arc<WorkerSession>,
+    m: JobFinished,
+) -> Result<(), Status> {
+    let (job_id, attempt) = parts(m.job)?;
+    let outcome = match m.result {
+        Some(job_finished::Result::Succeeded(s)) => Outcome::Succeeded { output: s.output },
+        Some(job_finished::Result::Failed(f)) => Outcome::Failed {
+            stage: stage(f.stage),
+            error: f.error,
+        },
+        Some(job_finished::Result::Cancelled(c)) => Outcome::Cancelled {
+            stage: stage(c.stage),
+            stop_duration_us: c.stop_duration_us,
+            forced: c.forced,
+            reason: c.reason,
+        },
+        None => {
+            return Err(Status::invalid_argument(
+                "JobFinished.result is missing: send succeeded, failed or cancelled",
+            ));
+        }
+    };
+    let event = JobEvent::Finished { attempt, outcome };
+    match dispatcher.store().apply(&job_id, &event, now_ms()).await {
+        Ok(applied) => {
+            if let Err(refusal) = &applied.decision {
+                debug!(%job_id, attempt, %refusal, "outcome refused (stale or duplicate)");
+            }
+        }
+        Err(crate::store::StoreError::NotFound(_)) => {
+            warn!(%job_id, "outcome for an unknown job; acknowledging so the worker drops it");
+        }
+        Err(e) => {
+            // Not acknowledged: the worker re-sends it after reconnecting.
+            error!(%job_id, error = %e, "could not record the outcome");
+            return Err(internal("record the outcome", &e));
+        }
+    }
+    if let Ok(mut assigned) = session.assigned.lock() {
+        assigned.remove(&(job_id.clone(), attempt));
+    }
+    session.send(Msg::OutcomeAck(OutcomeAck {
+        job: Some(JobAttempt { job_id, attempt }),
+    }));
+    dispatcher.wake();
+    Ok(())
+}
+
+fn parts(job: Option<JobAttempt>) -> Result<(String, u32), Status> {
+    let job = job.ok_or_else(|| {
+        Status::invalid_argument("message without its job attempt: set job { job_id, attempt }")
+    })?;
+    Ok((job.job_id, job.attempt))
+}
+
+fn stage(value: i32) -> Stage {
+    Stage::try_from(value).unwrap_or(Stage::Unspecified)
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn internal(what: &str, e: &crate::store::StoreError) -> Status {
+    error!(error = %e, "could not {what}");
+    Status::internal(format!(
+        "the control plane could not {what}; it is logged on the server. Reconnect and try again."
+    ))
+}

@@ -1,0 +1,499 @@
+//! `JobService`: submit, read, list, watch and cancel jobs, and read their execution logs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use presswork_proto::v1::job_service_server::JobService;
+use presswork_proto::v1::watch_jobs_response::Kind;
+use presswork_proto::v1::{
+    CancelJobRequest, CancelJobResponse, CancelOutcome, GetJobLogRequest, GetJobLogResponse,
+    GetJobRequest, GetJobResponse, JobStatus, ListJobsRequest, ListJobsResponse, LogLevel,
+    SubmitJobRequest, SubmitJobResponse, WatchJobLogRequest, WatchJobLogResponse, WatchJobsRequest,
+    WatchJobsResponse,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::caller::caller;
+use super::store_status;
+use crate::dispatch::Dispatcher;
+use crate::job::{JobEvent, JobRecord, LogDraft, Refusal};
+use crate::store::{JobFilter, NewJob, Store, job_to_wire};
+use crate::time::now_ms;
+
+const MAX_PARAMS: usize = 64;
+const MAX_PARAM_VALUE: usize = 4096;
+const MAX_REASON: usize = 1000;
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+/// Changes read from the store per catch-up query.
+const CATCH_UP_BATCH: u32 = 1000;
+/// Messages buffered per watcher before the stream pushes back.
+const WATCH_BUFFER: usize = 1024;
+
+pub struct JobApi {
+    pub dispatcher: Arc<Dispatcher>,
+    pub shutdown: CancellationToken,
+}
+
+impl JobApi {
+    fn store(&self) -> &Store {
+        self.dispatcher.store()
+    }
+
+    async fn existing_job(&self, id: &str) -> Result<JobRecord, Status> {
+        self.store()
+            .get(id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "job {id} not found: check the id (`presswork jobs list` shows existing jobs)"
+                ))
+            })
+    }
+}
+
+type WatchStream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl JobService for JobApi {
+    async fn submit_job(
+        &self,
+        request: Request<SubmitJobRequest>,
+    ) -> Result<Response<SubmitJobResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        validate_report(&req.report)?;
+        let params = validate_params(req.params)?;
+        let job = self
+            .store()
+            .submit(
+                NewJob {
+                    report: req.report,
+                    params,
+                    submitted_by: caller.name,
+                },
+                now_ms(),
+            )
+            .await
+            .map_err(store_status)?;
+        self.dispatcher.wake();
+        Ok(Response::new(SubmitJobResponse {
+            job: Some(job_to_wire(&job)),
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<GetJobRequest>,
+    ) -> Result<Response<GetJobResponse>, Status> {
+        caller(&request)?;
+        let id = validate_job_id(&request.get_ref().job_id)?;
+        let job = self.existing_job(id).await?;
+        Ok(Response::new(GetJobResponse {
+            job: Some(job_to_wire(&job)),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        caller(&request)?;
+        let req = request.into_inner();
+        let statuses = req
+            .statuses
+            .iter()
+            .map(|s| match JobStatus::try_from(*s) {
+                Ok(status) if status != JobStatus::Unspecified => Ok(status),
+                _ => Err(Status::invalid_argument(format!(
+                    "statuses contains {s}, which is not a job status: use QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED or CANCELLED"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let before = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                Status::invalid_argument("page_token is not one this server issued: pass next_page_token from the previous response, or leave it empty")
+            })?
+        };
+        let limit = match req.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let jobs = self
+            .store()
+            .list(&JobFilter {
+                statuses,
+                before,
+                limit: limit + 1,
+            })
+            .await
+            .map_err(store_status)?;
+        let more = jobs.len() > limit as usize;
+        let page: Vec<_> = jobs.into_iter().take(limit as usize).collect();
+        let next_page_token = match (more, page.last()) {
+            (true, Some(last)) => last.num.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListJobsResponse {
+            jobs: page.iter().map(job_to_wire).collect(),
+            next_page_token,
+        }))
+    }
+
+    type WatchJobsStream = WatchStream<WatchJobsResponse>;
+
+    async fn watch_jobs(
+        &self,
+        request: Request<WatchJobsRequest>,
+    ) -> Result<Response<Self::WatchJobsStream>, Status> {
+        caller(&request)?;
+        let after = request.get_ref().after_sequence;
+        let store = self.store().clone();
+        // Subscribe before reading, so nothing committed in between is missed.
+        let live = store.hub().subscribe_jobs();
+        if after > 0 {
+            let last = store.last_sequence().await.map_err(store_status)?;
+            if after > last {
+                return Err(Status::out_of_range(format!(
+                    "after_sequence {after} is ahead of the last change {last}: resume from a sequence this server sent, or 0 for a fresh snapshot"
+                )));
+            }
+        }
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tx.closed() => {}
+                result = watch_jobs(store, after, live, &tx) => {
+                    if let Err(status) = result {
+                        let _ = tx.send(Err(status)).await;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<CancelJobRequest>,
+    ) -> Result<Response<CancelJobResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let id = validate_job_id(&req.job_id)?;
+        if req.reason.chars().count() > MAX_REASON {
+            return Err(Status::invalid_argument(format!(
+                "reason is longer than {MAX_REASON} characters: shorten it"
+            )));
+        }
+        // Read first, to tell "already terminal" (BR-002) from "finished while we cancelled".
+        let seen = self.existing_job(id).await?;
+        let now = now_ms();
+        let timeout =
+            i64::try_from(self.dispatcher.timing().cancel_timeout.as_millis()).unwrap_or(i64::MAX);
+        let event = JobEvent::Cancel {
+            actor: caller.name.clone(),
+            reason: req.reason.clone(),
+            deadline: now.saturating_add(timeout),
+        };
+        let applied = self
+            .store()
+            .apply(id, &event, now)
+            .await
+            .map_err(store_status)?;
+        let (outcome, message) = match &applied.decision {
+            Ok(decision) => match decision.cancel_outcome {
+                Some(CancelOutcome::CancelledWhileQueued) => (
+                    CancelOutcome::CancelledWhileQueued,
+                    "The job was queued: it is cancelled and will never run.".to_string(),
+                ),
+                Some(CancelOutcome::Cancelling) => {
+                    self.dispatcher.cancel_requested(&applied.job);
+                    (CancelOutcome::Cancelling, "The job is running: it is now cancelling and its worker has been told to stop.".to_string())
+                }
+                _ => (
+                    CancelOutcome::AlreadyCancelling,
+                    "A cancel of this job is already in progress; nothing more was done."
+                        .to_string(),
+                ),
+            },
+            Err(Refusal::NotCancellable { status }) if !seen.status.is_terminal() => {
+                // The job finished between our read and the cancel: the cancel is ignored (AC-005).
+                let note = LogDraft {
+                    level: LogLevel::Warn,
+                    event: "cancel.ignored",
+                    actor: caller.name.clone(),
+                    stage: applied.job.stage,
+                    message: format!(
+                        "cancel by {} ignored: the job finished as {} before the cancel took effect",
+                        caller.name,
+                        status.short_name()
+                    ),
+                };
+                self.store()
+                    .append_note(&applied.job, &note, now)
+                    .await
+                    .map_err(store_status)?;
+                (
+                    CancelOutcome::AlreadyFinished,
+                    format!(
+                        "The job already finished with status {}; the cancel was ignored.",
+                        status.short_name()
+                    ),
+                )
+            }
+            Err(Refusal::NotCancellable { status }) => {
+                return Err(Status::failed_precondition(format!(
+                    "Job is not in a cancellable state. It is {}; only QUEUED or RUNNING jobs can be cancelled.",
+                    status.short_name()
+                )));
+            }
+            Err(other) => {
+                return Err(Status::internal(format!(
+                    "unexpected refusal of a cancel: {other}; please report this"
+                )));
+            }
+        };
+        Ok(Response::new(CancelJobResponse {
+            outcome: outcome as i32,
+            job: Some(job_to_wire(&applied.job)),
+            message,
+        }))
+    }
+
+    async fn get_job_log(
+        &self,
+        request: Request<GetJobLogRequest>,
+    ) -> Result<Response<GetJobLogResponse>, Status> {
+        caller(&request)?;
+        let id = validate_job_id(&request.get_ref().job_id)?;
+        self.existing_job(id).await?;
+        let entries = self.store().log(id, 0).await.map_err(store_status)?;
+        Ok(Response::new(GetJobLogResponse { entries }))
+    }
+
+    type WatchJobLogStream = WatchStream<WatchJobLogResponse>;
+
+    async fn watch_job_log(
+        &self,
+        request: Request<WatchJobLogRequest>,
+    ) -> Result<Response<Self::WatchJobLogStream>, Status> {
+        caller(&request)?;
+        let id = validate_job_id(&request.get_ref().job_id)?.to_string();
+        let after = request.get_ref().after_id;
+        let store = self.store().clone();
+        let log_rx = store.hub().subscribe_log();
+        let jobs_rx = store.hub().subscribe_jobs();
+        self.existing_job(&id).await?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tx.closed() => {}
+                result = watch_log(store, id, after, log_rx, jobs_rx, &tx) => {
+                    if let Err(status) = result {
+                        let _ = tx.send(Err(status)).await;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Snapshot (when `after` is 0), then every change in sequence order with no gap: live
+/// changes are used directly when they are the next in sequence, and anything else (a gap
+/// from out-of-order publication, a lagging receiver) is read back from the store.
+async fn watch_jobs(
+    store: Store,
+    after: u64,
+    mut live: broadcast::Receiver<Arc<crate::store::JobChange>>,
+    tx: &mpsc::Sender<Result<WatchJobsResponse, Status>>,
+) -> Result<(), Status> {
+    let mut last = after;
+    if after == 0 {
+        let (sequence, jobs) = store.snapshot().await.map_err(store_status)?;
+        for job in &jobs {
+            send(
+                tx,
+                WatchJobsResponse {
+                    kind: Kind::Snapshot as i32,
+                    sequence,
+                    job: Some(job_to_wire(job)),
+                },
+            )
+            .await?;
+        }
+        send(
+            tx,
+            WatchJobsResponse {
+                kind: Kind::SnapshotComplete as i32,
+                sequence,
+                job: None,
+            },
+        )
+        .await?;
+        last = sequence;
+    }
+    last = catch_up(&store, last, tx).await?;
+    loop {
+        match live.recv().await {
+            Ok(change) if change.sequence <= last => {}
+            Ok(change) if change.sequence == last + 1 => {
+                send(
+                    tx,
+                    WatchJobsResponse {
+                        kind: Kind::Change as i32,
+                        sequence: change.sequence,
+                        job: Some(change.job.clone()),
+                    },
+                )
+                .await?;
+                last = change.sequence;
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                last = catch_up(&store, last, tx).await?
+            }
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+/// Sends every stored change after `last`; returns the new last sequence.
+async fn catch_up(
+    store: &Store,
+    mut last: u64,
+    tx: &mpsc::Sender<Result<WatchJobsResponse, Status>>,
+) -> Result<u64, Status> {
+    loop {
+        let changes = store
+            .changes_after(last, CATCH_UP_BATCH)
+            .await
+            .map_err(store_status)?;
+        let done = changes.len() < CATCH_UP_BATCH as usize;
+        for change in changes {
+            last = change.sequence;
+            send(
+                tx,
+                WatchJobsResponse {
+                    kind: Kind::Change as i32,
+                    sequence: change.sequence,
+                    job: Some(change.job),
+                },
+            )
+            .await?;
+        }
+        if done {
+            return Ok(last);
+        }
+    }
+}
+
+/// The job's log after `after`, then new entries as they commit, until the job is terminal.
+async fn watch_log(
+    store: Store,
+    job_id: String,
+    after: u64,
+    mut log_rx: broadcast::Receiver<Arc<presswork_proto::v1::LogEntry>>,
+    mut jobs_rx: broadcast::Receiver<Arc<crate::store::JobChange>>,
+    tx: &mpsc::Sender<Result<WatchJobLogResponse, Status>>,
+) -> Result<(), Status> {
+    let mut last = after;
+    loop {
+        // Read the job before the log: if it is terminal now, the log read below holds its
+        // final entries (they commit with the terminal transition).
+        let terminal = store
+            .get(&job_id)
+            .await
+            .map_err(store_status)?
+            .is_none_or(|j| j.status.is_terminal());
+        for entry in store.log(&job_id, last).await.map_err(store_status)? {
+            last = entry.id;
+            send(tx, WatchJobLogResponse { entry: Some(entry) }).await?;
+        }
+        if terminal {
+            return Ok(());
+        }
+        // Wait for something about this job, then read again from the store (gap-free).
+        loop {
+            tokio::select! {
+                entry = log_rx.recv() => match entry {
+                    Ok(e) if e.job_id == job_id && e.id > last => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                change = jobs_rx.recv() => match change {
+                    Ok(c) if c.job.id == job_id => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
+    }
+}
+
+async fn send<T>(tx: &mpsc::Sender<Result<T, Status>>, message: T) -> Result<(), Status> {
+    tx.send(Ok(message))
+        .await
+        .map_err(|_| Status::cancelled("the watcher went away"))
+}
+
+fn validate_job_id(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument(
+            "job_id is empty: pass the id SubmitJob returned (`presswork jobs list` shows them)",
+        ));
+    }
+    uuid::Uuid::parse_str(id)
+        .map(|_| id)
+        .map_err(|_| Status::invalid_argument(format!("job_id {id:?} is not a job id: job ids are UUIDs such as 0199a1b2-3c4d-7e5f-8a9b-0c1d2e3f4a5b")))
+}
+
+fn validate_report(report: &str) -> Result<(), Status> {
+    let valid = !report.is_empty()
+        && report.len() <= 64
+        && report
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "report {report:?} is not a report name: use 1 to 64 lower-case letters, digits, '-' or '_' (e.g. demo-fast)"
+        )))
+    }
+}
+
+fn validate_params(
+    params: std::collections::HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, Status> {
+    if params.len() > MAX_PARAMS {
+        return Err(Status::invalid_argument(format!(
+            "{} params given; at most {MAX_PARAMS} are allowed",
+            params.len()
+        )));
+    }
+    for (key, value) in &params {
+        if key.is_empty() || key.len() > 64 {
+            return Err(Status::invalid_argument(format!(
+                "param name {key:?} must be 1 to 64 characters"
+            )));
+        }
+        if value.len() > MAX_PARAM_VALUE {
+            return Err(Status::invalid_argument(format!(
+                "param {key} is longer than {MAX_PARAM_VALUE} bytes: shorten it"
+            )));
+        }
+    }
+    Ok(params.into_iter().collect())
+}

@@ -1,0 +1,29 @@
+//! The gRPC services: one file per service, the caller identity layer, and the one mapping
+//! of store errors to gRPC statuses.
+
+pub mod caller;
+pub mod jobs;
+pub mod workers;
+
+use tonic::Status;
+use tracing::error;
+
+use crate::store::StoreError;
+
+/// The one mapping of store errors to statuses. Database details stay in the server log.
+pub(crate) fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound(id) => Status::not_found(format!(
+            "job {id} not found: check the id (`presswork jobs list` shows existing jobs)"
+        )),
+        StoreError::Contended => {
+            Status::aborted("the job changed many times while this request was applied: try again")
+        }
+        StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
+            error!(error = %e, "store error");
+            Status::internal(
+                "the control plane could not read or write its database; the error is in its log. Try again, and check the database if it persists.",
+            )
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The two database engines behind one enum, and the few statements that differ between them.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Postgres, SqlSafeStr, Sqlite, Transaction};
+
+use super::StoreError;
+
+/// The active database.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same body on whichever pool is active: `with_pool!(db, pool => expr)`.
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+impl Db {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            migrator(&[include_str!("../../migrations/postgres/0001_init.sql")])
+                .run(&pool)
+                .await?;
+            Ok(Db::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await?;
+            migrator(&[include_str!("../../migrations/sqlite/0001_init.sql")])
+                .run(&pool)
+                .await?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            Err(StoreError::Database(sqlx::Error::Configuration(
+                format!(
+                    "unsupported database URL {url:?}: use sqlite:///absolute/path.db or postgres://user:password@host/database"
+                )
+                .into(),
+            )))
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+}
+
+fn migrator(files: &[&'static str]) -> Migrator {
+    let migrations = files
+        .iter()
+        .zip(1..)
+        .map(|(sql, version)| {
+            Migration::new(
+                version,
+                format!("presswork schema {version}").into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: migrations.into(),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// What differs between the engines for the statements the store runs.
+pub(crate) trait Engine {
+    type Database: sqlx::Database;
+    /// Starts a transaction that will write. SQLite takes the write lock at once (no
+    /// upgrade deadlock); PostgreSQL relies on row locks and the version check.
+    async fn begin_write(&self) -> Result<Transaction<'static, Self::Database>, sqlx::Error>;
+    /// Starts a read-only transaction that sees one consistent snapshot.
+    async fn begin_snapshot(&self) -> Result<Transaction<'static, Self::Database>, sqlx::Error>;
+    /// Run before appending log entries or events, so their ids commit in id order and a
+    /// reader that saw id N has seen every smaller id. SQLite has one writer: nothing to do.
+    const ORDER_LOCK: Option<&'static str>;
+    /// Picks the oldest queued job this worker can run, locking it against other claimers.
+    const CLAIM: &'static str;
+}
+
+impl Engine for SqlitePool {
+    type Database = Sqlite;
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+    async fn begin_snapshot(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin().await
+    }
+    const ORDER_LOCK: Option<&'static str> = None;
+    const CLAIM: &'static str = concat!(
+        "SELECT ",
+        super::rows::job_columns!(),
+        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT 1"
+    );
+}
+
+impl Engine for PgPool {
+    type Database = Postgres;
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+    async fn begin_snapshot(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+    }
+    const ORDER_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7307001)");
+    const CLAIM: &'static str = concat!(
+        "SELECT ",
+        super::rows::job_columns!(),
+        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT 1 FOR UPDATE SKIP LOCKED"
+    );
+}

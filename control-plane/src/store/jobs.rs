@@ -1,0 +1,561 @@
+//! Job operations. Reads are plain queries; every change goes through [`Store::apply`] or
+//! [`Store::claim`], which run the pure state machine and write its decision with a
+//! compare-and-set on the job's version, the log entries and the change event in one
+//! transaction.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use presswork_proto::v1::{JobStatus, LogEntry, LogLevel, Stage};
+use prost::Message;
+
+use super::backend::{Engine, with_pool};
+use super::rows::{JobColumns, JobRow, LogRow, job_columns, job_to_wire, log_columns};
+use super::{JobChange, Store, StoreError};
+use crate::job::{self, Decision, JobEvent, JobRecord, LogDraft, Refusal};
+
+const SELECT_JOB: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
+
+const INSERT_JOB: &str = "INSERT INTO jobs (id, report, params, status, submitted_by, created_at) \
+     VALUES ($1, $2, $3, 'QUEUED', $4, $5)";
+
+const UPDATE_JOB: &str = "UPDATE jobs SET status = $3, stage = $4, progress = $5, attempt = $6, \
+     worker_id = $7, version = $8, started_at = $9, finished_at = $10, error = $11, output = $12, \
+     cancel_requested_by = $13, cancel_reason = $14, cancel_requested_at = $15, \
+     cancel_deadline = $16, cancel_delivered_at = $17, cancel_acknowledged_at = $18, \
+     cancel_stopped_at = $19, cancel_stopped_stage = $20, cancel_stop_duration_us = $21, \
+     cancel_resolution = $22, cancel_past_point_of_no_return = $23 \
+     WHERE id = $1 AND version = $2";
+
+const INSERT_LOG: &str = "INSERT INTO job_log (job_id, at, level, event, actor, stage, attempt, message) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+
+/// A worker's log line is kept only while its attempt is the job's live one.
+const INSERT_WORKER_LOG: &str = "INSERT INTO job_log (job_id, at, level, event, actor, stage, attempt, message) \
+     SELECT $1, $2, $3, 'worker.log', $4, $5, $6, $7 WHERE EXISTS \
+     (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $6 AND status IN ('RUNNING', 'CANCELLING')) \
+     RETURNING id";
+
+const INSERT_EVENT: &str =
+    "INSERT INTO job_events (job_id, version, at, payload) VALUES ($1, $2, $3, $4) RETURNING seq";
+
+const LIST_JOBS: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE ($1 = '' OR $1 LIKE ('%,' || status || ',%')) AND ($2 = 0 OR num < $2) \
+     ORDER BY num DESC LIMIT $3"
+);
+
+const SELECT_LOG: &str = concat!(
+    "SELECT ",
+    log_columns!(),
+    " FROM job_log WHERE job_id = $1 AND id > $2 ORDER BY id"
+);
+
+const MAX_CAS_RETRIES: usize = 16;
+
+/// A job to queue.
+pub struct NewJob {
+    pub report: String,
+    pub params: BTreeMap<String, String>,
+    pub submitted_by: String,
+}
+
+/// A log line reported by a worker for one attempt.
+pub struct NewLogLine<'a> {
+    pub job_id: &'a str,
+    pub attempt: u32,
+    pub worker_id: &'a str,
+    pub stage: Stage,
+    pub level: LogLevel,
+    pub message: &'a str,
+}
+
+/// Statuses to list (empty: all), and where the previous page ended.
+#[derive(Default)]
+pub struct JobFilter {
+    pub statuses: Vec<JobStatus>,
+    /// Only jobs older than this `num` (0: from the newest).
+    pub before: i64,
+    pub limit: u32,
+}
+
+/// The result of applying an event to a job.
+#[derive(Debug)]
+pub struct Applied {
+    /// The job after the event (or as it is, when nothing changed or the event was refused).
+    pub job: JobRecord,
+    pub decision: Result<Decision, Refusal>,
+    /// The change's sequence number, when something was written.
+    pub sequence: Option<u64>,
+}
+
+/// Appends `drafts` and the change event for `next` inside `tx`; returns the log entries (with
+/// their ids) and the event's sequence.
+macro_rules! append_log_and_event {
+    ($pool:expr, $tx:expr, $next:expr, $drafts:expr, $now:expr) => {{
+        if let Some(lock) = engine_order_lock($pool) {
+            sqlx::query(lock).execute(&mut *$tx).await?;
+        }
+        let mut entries = Vec::with_capacity($drafts.len());
+        for draft in $drafts {
+            let id: i64 = sqlx::query_scalar(INSERT_LOG)
+                .bind(&$next.id)
+                .bind($now)
+                .bind(draft.level.as_str_name())
+                .bind(draft.event)
+                .bind(&draft.actor)
+                .bind(draft.stage.short_name())
+                .bind(i64::from($next.attempt))
+                .bind(&draft.message)
+                .fetch_one(&mut *$tx)
+                .await?;
+            entries.push(log_entry(id, &$next, $now, draft));
+        }
+        let wire = job_to_wire(&$next);
+        let seq: i64 = sqlx::query_scalar(INSERT_EVENT)
+            .bind(&$next.id)
+            .bind($next.version)
+            .bind($now)
+            .bind(wire.encode_to_vec())
+            .fetch_one(&mut *$tx)
+            .await?;
+        (
+            entries,
+            JobChange {
+                sequence: seq as u64,
+                job: wire,
+            },
+        )
+    }};
+}
+
+/// Writes `decision` for `job` inside `tx` (compare-and-set on the version). Evaluates to
+/// `Ok(Some((next, entries, change)))`, or `Ok(None)` when the version moved (lost the race).
+macro_rules! write_decision {
+    ($pool:expr, $tx:expr, $job:expr, $next:expr, $decision:expr, $now:expr) => {{
+        let mut next: JobRecord = $next;
+        next.version = $job.version + 1;
+        let cols = JobColumns::of(&next);
+        let updated = sqlx::query(UPDATE_JOB)
+            .bind(&next.id)
+            .bind($job.version)
+            .bind(next.status.short_name())
+            .bind(next.stage.short_name())
+            .bind(next.progress)
+            .bind(i64::from(next.attempt))
+            .bind(&next.worker_id)
+            .bind(next.version)
+            .bind(next.started_at)
+            .bind(next.finished_at)
+            .bind(&next.error)
+            .bind(&next.output)
+            .bind(cols.cancel.requested_by)
+            .bind(cols.cancel.reason)
+            .bind(cols.cancel.requested_at)
+            .bind(cols.cancel.deadline)
+            .bind(cols.cancel.delivered_at)
+            .bind(cols.cancel.acknowledged_at)
+            .bind(cols.cancel.stopped_at)
+            .bind(cols.cancel.stopped_stage)
+            .bind(cols.cancel.stop_duration_us)
+            .bind(cols.cancel.resolution)
+            .bind(cols.cancel.past_point_of_no_return)
+            .execute(&mut *$tx)
+            .await?
+            .rows_affected();
+        if updated == 1 {
+            let (entries, change) = append_log_and_event!($pool, $tx, next, &$decision.log, $now);
+            Some((next, entries, change))
+        } else {
+            None
+        }
+    }};
+}
+
+fn engine_order_lock<E: Engine>(_pool: &E) -> Option<&'static str> {
+    E::ORDER_LOCK
+}
+
+fn engine_claim_sql<E: Engine>(_pool: &E) -> &'static str {
+    E::CLAIM
+}
+
+fn log_entry(id: i64, job: &JobRecord, now: i64, draft: &LogDraft) -> LogEntry {
+    LogEntry {
+        id: id as u64,
+        job_id: job.id.clone(),
+        at_unix_ms: now,
+        level: draft.level as i32,
+        event: draft.event.to_string(),
+        actor: draft.actor.clone(),
+        stage: draft.stage as i32,
+        attempt: job.attempt,
+        message: draft.message.clone(),
+    }
+}
+
+impl Store {
+    /// Queues a new job; returns it as stored.
+    pub async fn submit(&self, new: NewJob, now: i64) -> Result<JobRecord, StoreError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let params = serde_json::to_string(&new.params)
+            .map_err(|e| StoreError::Corrupt(format!("params: {e}")))?;
+        let draft = LogDraft {
+            level: LogLevel::Info,
+            event: "job.submitted",
+            actor: new.submitted_by.clone(),
+            stage: Stage::Unspecified,
+            message: format!(
+                "job submitted by {} for report {}",
+                new.submitted_by, new.report
+            ),
+        };
+        let (job, entries, change) = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(INSERT_JOB)
+                .bind(&id)
+                .bind(&new.report)
+                .bind(&params)
+                .bind(&new.submitted_by)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let row: JobRow = sqlx::query_as(SELECT_JOB).bind(&id).fetch_one(&mut *tx).await?;
+            let job = JobRecord::try_from(row)?;
+            let (entries, change) = append_log_and_event!(pool, tx, job, [&draft], now);
+            tx.commit().await?;
+            (job, entries, change)
+        });
+        self.publish(entries, change);
+        Ok(job)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let row: Option<JobRow> = with_pool!(&self.db, pool => {
+            sqlx::query_as(SELECT_JOB).bind(id).fetch_optional(pool).await?
+        });
+        row.map(JobRecord::try_from).transpose()
+    }
+
+    /// Newest first.
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
+        let statuses = if filter.statuses.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<_> = filter.statuses.iter().map(|s| s.short_name()).collect();
+            format!(",{},", names.join(","))
+        };
+        let rows: Vec<JobRow> = with_pool!(&self.db, pool => {
+            sqlx::query_as(LIST_JOBS)
+                .bind(&statuses)
+                .bind(filter.before)
+                .bind(i64::from(filter.limit))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// Applies `event` to job `id` at time `now`: runs the state machine on the job as stored
+    /// and writes its decision with a compare-and-set, retrying if the job changed meanwhile.
+    pub async fn apply(&self, id: &str, event: &JobEvent, now: i64) -> Result<Applied, StoreError> {
+        for _ in 0..MAX_CAS_RETRIES {
+            let written = with_pool!(&self.db, pool => {
+                let mut tx = pool.begin_write().await?;
+                let row: Option<JobRow> =
+                    sqlx::query_as(SELECT_JOB).bind(id).fetch_optional(&mut *tx).await?;
+                let job = JobRecord::try_from(row.ok_or_else(|| StoreError::NotFound(id.to_string()))?)?;
+                let decision = match job::apply(&job, event, now) {
+                    Ok(decision) => decision,
+                    Err(refusal) => return Ok(Applied { job, decision: Err(refusal), sequence: None }),
+                };
+                let Some(next) = decision.next.clone() else {
+                    return Ok(Applied { job, decision: Ok(decision), sequence: None });
+                };
+                match write_decision!(pool, tx, job, next, decision, now) {
+                    Some(written) => {
+                        tx.commit().await?;
+                        Some((written, decision))
+                    }
+                    None => None,
+                }
+            });
+            if let Some(((next, entries, change), decision)) = written {
+                let sequence = change.sequence;
+                self.publish(entries, change);
+                return Ok(Applied {
+                    job: next,
+                    decision: Ok(decision),
+                    sequence: Some(sequence),
+                });
+            }
+        }
+        Err(StoreError::Contended)
+    }
+
+    /// Claims the oldest queued job whose report is in `reports` for `worker_id`
+    /// (`QUEUED → RUNNING`, a new attempt). Exactly one of a claim and a cancel of the same
+    /// queued job wins.
+    pub async fn claim(
+        &self,
+        worker_id: &str,
+        reports: &[String],
+        now: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let reports = format!(",{},", reports.join(","));
+        let event = JobEvent::Claim {
+            worker_id: worker_id.to_string(),
+        };
+        for _ in 0..MAX_CAS_RETRIES {
+            let claimed = with_pool!(&self.db, pool => {
+                let mut tx = pool.begin_write().await?;
+                let row: Option<JobRow> = sqlx::query_as(engine_claim_sql(pool))
+                    .bind(&reports)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let job = JobRecord::try_from(row)?;
+                let decision = job::apply(&job, &event, now)
+                    .map_err(|r| StoreError::Corrupt(format!("claim of queued job {}: {r}", job.id)))?;
+                let next = decision.next.clone().ok_or_else(|| StoreError::Corrupt("claim changed nothing".into()))?;
+                let written = write_decision!(pool, tx, job, next, decision, now);
+                if written.is_some() {
+                    tx.commit().await?;
+                }
+                written
+            });
+            if let Some((next, entries, change)) = claimed {
+                self.publish(entries, change);
+                return Ok(Some(next));
+            }
+        }
+        Err(StoreError::Contended)
+    }
+
+    /// Appends a worker's log line, unless the attempt is no longer the job's live one.
+    /// Returns whether it was kept.
+    pub async fn append_worker_log(
+        &self,
+        line: NewLogLine<'_>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let actor = format!("worker:{}", line.worker_id);
+        let id: Option<i64> = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if let Some(lock) = engine_order_lock(pool) {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            let id = sqlx::query_scalar(INSERT_WORKER_LOG)
+                .bind(line.job_id)
+                .bind(now)
+                .bind(line.level.as_str_name())
+                .bind(&actor)
+                .bind(line.stage.short_name())
+                .bind(i64::from(line.attempt))
+                .bind(line.message)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            id
+        });
+        let Some(id) = id else { return Ok(false) };
+        let entry = LogEntry {
+            id: id as u64,
+            job_id: line.job_id.to_string(),
+            at_unix_ms: now,
+            level: line.level as i32,
+            event: "worker.log".into(),
+            actor,
+            stage: line.stage as i32,
+            attempt: line.attempt,
+            message: line.message.to_string(),
+        };
+        let _ = self.hub.log.send(Arc::new(entry));
+        Ok(true)
+    }
+
+    /// Appends an audit note to a job's log without changing the job (e.g. a cancel that lost
+    /// the race to the job's completion).
+    pub async fn append_note(
+        &self,
+        job: &JobRecord,
+        draft: &LogDraft,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let id: i64 = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            if let Some(lock) = engine_order_lock(pool) {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            let id = sqlx::query_scalar(INSERT_LOG)
+                .bind(&job.id)
+                .bind(now)
+                .bind(draft.level.as_str_name())
+                .bind(draft.event)
+                .bind(&draft.actor)
+                .bind(draft.stage.short_name())
+                .bind(i64::from(job.attempt))
+                .bind(&draft.message)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            id
+        });
+        let _ = self.hub.log.send(Arc::new(log_entry(id, job, now, draft)));
+        Ok(())
+    }
+
+    /// A job's log entries with an id above `after_id`, oldest first.
+    pub async fn log(&self, job_id: &str, after_id: u64) -> Result<Vec<LogEntry>, StoreError> {
+        let rows: Vec<LogRow> = with_pool!(&self.db, pool => {
+            sqlx::query_as(SELECT_LOG)
+                .bind(job_id)
+                .bind(i64::try_from(after_id).unwrap_or(i64::MAX))
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(LogEntry::from).collect())
+    }
+
+    /// Every job as of one sequence number: `(sequence, jobs oldest first)`.
+    pub async fn snapshot(&self) -> Result<(u64, Vec<JobRecord>), StoreError> {
+        let (seq, rows): (i64, Vec<JobRow>) = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin_snapshot().await?;
+            let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events")
+                .fetch_one(&mut *tx)
+                .await?;
+            let rows = sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs ORDER BY num"))
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            (seq, rows)
+        });
+        let jobs = rows
+            .into_iter()
+            .map(JobRecord::try_from)
+            .collect::<Result<_, _>>()?;
+        Ok((seq as u64, jobs))
+    }
+
+    /// Committed changes with a sequence above `after`, in order, at most `limit`.
+    pub async fn changes_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<JobChange>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> = with_pool!(&self.db, pool => {
+            sqlx::query_as("SELECT seq, payload FROM job_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter()
+            .map(|(seq, payload)| {
+                let job = presswork_proto::v1::Job::decode(payload.as_slice())
+                    .map_err(|e| StoreError::Corrupt(format!("change {seq}: {e}")))?;
+                Ok(JobChange {
+                    sequence: seq as u64,
+                    job,
+                })
+            })
+            .collect()
+    }
+
+    /// The highest committed change sequence.
+    pub async fn last_sequence(&self) -> Result<u64, StoreError> {
+        let seq: i64 = with_pool!(&self.db, pool => {
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events").fetch_one(pool).await?
+        });
+        Ok(seq as u64)
+    }
+
+    /// Ids of `CANCELLING` jobs whose cancel deadline has passed.
+    pub async fn overdue_cancels(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        Ok(with_pool!(&self.db, pool => {
+            sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'CANCELLING' AND cancel_deadline <= $1")
+                .bind(now)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// `(job id, attempt, worker id)` of running or cancelling jobs whose worker has not been
+    /// seen since `seen_after`.
+    pub async fn jobs_of_silent_workers(
+        &self,
+        seen_after: i64,
+    ) -> Result<Vec<(String, u32, String)>, StoreError> {
+        let rows: Vec<(String, i64, String)> = with_pool!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT id, attempt, worker_id FROM jobs WHERE status IN ('RUNNING', 'CANCELLING') \
+                 AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = jobs.worker_id AND w.last_seen_at > $1)",
+            )
+            .bind(seen_after)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, attempt, worker)| (id, attempt as u32, worker))
+            .collect())
+    }
+
+    /// Running or cancelling jobs assigned to `worker_id`.
+    pub async fn live_jobs_of_worker(&self, worker_id: &str) -> Result<Vec<JobRecord>, StoreError> {
+        let rows: Vec<JobRow> = with_pool!(&self.db, pool => {
+            sqlx::query_as(concat!(
+                "SELECT ", job_columns!(),
+                " FROM jobs WHERE worker_id = $1 AND status IN ('RUNNING', 'CANCELLING') ORDER BY num"
+            ))
+            .bind(worker_id)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
+    /// Records a worker's (re)connection.
+    pub async fn worker_connected(
+        &self,
+        id: &str,
+        name: &str,
+        capacity: u32,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO workers (id, name, capacity, connected_at, last_seen_at) VALUES ($1, $2, $3, $4, $4) \
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, capacity = excluded.capacity, \
+                 connected_at = excluded.connected_at, last_seen_at = excluded.last_seen_at",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(i64::from(capacity))
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Records that a worker was heard from.
+    pub async fn worker_seen(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        with_pool!(&self.db, pool => {
+            sqlx::query("UPDATE workers SET last_seen_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(now)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    fn publish(&self, entries: Vec<LogEntry>, change: JobChange) {
+        for entry in entries {
+            let _ = self.hub.log.send(Arc::new(entry));
+        }
+        let _ = self.hub.jobs.send(Arc::new(change));
+    }
+}

@@ -1,0 +1,97 @@
+//! The store: jobs, their change events, their execution log and the workers, on SQLite (the
+//! embedded default) or PostgreSQL (scale-out), with the same SQL text on both.
+//!
+//! Every change of a job is a compare-and-set on its `version`, made in one transaction with its
+//! log entries and its change event; committed changes are then published on the [`Hub`].
+
+mod backend;
+mod jobs;
+mod rows;
+
+use std::sync::Arc;
+
+use presswork_proto::v1::{Job, LogEntry};
+use tokio::sync::broadcast;
+
+pub use backend::Db;
+pub use jobs::{Applied, JobFilter, NewJob, NewLogLine};
+pub use rows::job_to_wire;
+
+/// Errors of the store. Database details stay in the server log; clients see [`StoreError`]
+/// mapped to a generic message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unreadable row in the store: {0}")]
+    Corrupt(String),
+    #[error("the job kept changing under this update; try again")]
+    Contended,
+}
+
+/// A committed change of a job, as watchers see it.
+#[derive(Debug)]
+pub struct JobChange {
+    pub sequence: u64,
+    pub job: Job,
+}
+
+/// In-process fan-out of committed changes. Receivers that lag re-read from the store, so a
+/// full channel never loses anything.
+#[derive(Clone)]
+pub struct Hub {
+    jobs: broadcast::Sender<Arc<JobChange>>,
+    log: broadcast::Sender<Arc<LogEntry>>,
+}
+
+impl Hub {
+    fn new() -> Self {
+        Hub {
+            jobs: broadcast::channel(16 * 1024).0,
+            log: broadcast::channel(16 * 1024).0,
+        }
+    }
+
+    pub fn subscribe_jobs(&self) -> broadcast::Receiver<Arc<JobChange>> {
+        self.jobs.subscribe()
+    }
+
+    pub fn subscribe_log(&self) -> broadcast::Receiver<Arc<LogEntry>> {
+        self.log.subscribe()
+    }
+}
+
+/// The store handle; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    hub: Hub,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:///path.db`, created when missing, or `postgres://…`) and
+    /// applies the migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let db = Db::connect(url).await?;
+        Ok(Store {
+            db,
+            hub: Hub::new(),
+        })
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.db.name()
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
