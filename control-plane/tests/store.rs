@@ -1,0 +1,468 @@
+//! Store conformance: the same behaviour on SQLite and PostgreSQL.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use presswork_control_plane::job::{JobEvent, Outcome, Refusal};
+use presswork_control_plane::store::{JobFilter, NewJob, NewLogLine, Store};
+use presswork_proto::v1::{CancelOutcome, CancelResolution, JobStatus, LogLevel, Stage};
+
+fn new_job(report: &str) -> NewJob {
+    NewJob {
+        report: report.into(),
+        params: BTreeMap::from([("k".to_string(), "v".to_string())]),
+        submitted_by: "alice".into(),
+    }
+}
+
+fn reports() -> Vec<String> {
+    vec!["demo-fast".into(), "demo-slow".into()]
+}
+
+fn cancel(now: i64) -> JobEvent {
+    JobEvent::Cancel {
+        actor: "admin".into(),
+        reason: "test".into(),
+        deadline: now + 1000,
+    }
+}
+
+async fn submit_get_list_and_page(store: Store) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let job = store.submit(new_job("demo-fast"), 1000 + i).await.unwrap();
+        assert_eq!(job.status, JobStatus::Queued);
+        assert_eq!(job.version, 1);
+        assert_eq!(job.params.get("k").map(String::as_str), Some("v"));
+        ids.push(job.id);
+    }
+    let got = store.get(&ids[2]).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.report.as_str(),
+            got.submitted_by.as_str(),
+            got.created_at
+        ),
+        ("demo-fast", "alice", 1002)
+    );
+    assert!(
+        store
+            .get("00000000-0000-0000-0000-000000000000")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let mut seen = Vec::new();
+    let mut before = 0;
+    loop {
+        let page = store
+            .list(&JobFilter {
+                statuses: vec![],
+                before,
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().unwrap().num;
+        seen.extend(page.into_iter().map(|j| j.id));
+    }
+    let newest_first: Vec<_> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+
+    store.apply(&ids[0], &cancel(2000), 2000).await.unwrap();
+    let cancelled = store
+        .list(&JobFilter {
+            statuses: vec![JobStatus::Cancelled],
+            before: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        cancelled.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![ids[0].clone()]
+    );
+    let queued = store
+        .list(&JobFilter {
+            statuses: vec![JobStatus::Queued, JobStatus::Running],
+            before: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 4);
+}
+
+async fn claim_takes_the_oldest_job_the_worker_can_run(store: Store) {
+    let other = store.submit(new_job("other-report"), 1).await.unwrap();
+    let first = store.submit(new_job("demo-fast"), 2).await.unwrap();
+    let second = store.submit(new_job("demo-slow"), 3).await.unwrap();
+    let a = store.claim("w1", &reports(), 10).await.unwrap().unwrap();
+    assert_eq!(a.id, first.id);
+    assert_eq!(
+        (a.status, a.attempt, a.worker_id.as_str(), a.version),
+        (JobStatus::Running, 1, "w1", 2)
+    );
+    let b = store.claim("w2", &reports(), 11).await.unwrap().unwrap();
+    assert_eq!(b.id, second.id);
+    assert!(
+        store.claim("w1", &reports(), 12).await.unwrap().is_none(),
+        "other-report is not for this worker"
+    );
+    assert_eq!(
+        store.get(&other.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+}
+
+async fn concurrent_claimers_never_share_a_job(store: Store) {
+    for i in 0..60 {
+        store.submit(new_job("demo-fast"), i).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(job) = store
+                .claim(&format!("w{w}"), &reports(), 100)
+                .await
+                .unwrap()
+            {
+                mine.push(job.id);
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 60, "every job claimed");
+    assert_eq!(unique.len(), 60, "no job claimed twice");
+}
+
+/// AC-006 at the store: a claim and a cancel of the same queued job; exactly one wins.
+async fn claim_and_cancel_race_has_exactly_one_winner(store: Store) {
+    let mut jobs = Vec::new();
+    for i in 0..40 {
+        jobs.push(store.submit(new_job("demo-fast"), i).await.unwrap().id);
+    }
+    let claimer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut claimed = HashSet::new();
+            while let Some(job) = store.claim("w1", &reports(), 100).await.unwrap() {
+                claimed.insert(job.id);
+            }
+            claimed
+        })
+    };
+    let mut outcomes = HashMap::new();
+    for id in &jobs {
+        let applied = store.apply(id, &cancel(100), 100).await.unwrap();
+        outcomes.insert(
+            id.clone(),
+            applied.decision.unwrap().cancel_outcome.unwrap(),
+        );
+    }
+    let claimed = claimer.await.unwrap();
+    for id in &jobs {
+        let job = store.get(id).await.unwrap().unwrap();
+        match outcomes[id] {
+            CancelOutcome::CancelledWhileQueued => {
+                assert!(
+                    !claimed.contains(id),
+                    "job {id} was both cancelled while queued and claimed"
+                );
+                assert_eq!((job.status, job.attempt), (JobStatus::Cancelled, 0));
+            }
+            CancelOutcome::Cancelling => {
+                assert!(claimed.contains(id));
+                assert_eq!(job.status, JobStatus::Cancelling);
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+}
+
+async fn cancel_lifecycle_records_milestones_events_and_log(store: Store) {
+    let sub = store.submit(new_job("demo-slow"), 1).await.unwrap();
+    let job = store.claim("w1", &reports(), 2).await.unwrap().unwrap();
+    store
+        .apply(
+            &job.id,
+            &JobEvent::StageStarted {
+                attempt: 1,
+                stage: Stage::Generate,
+            },
+            3,
+        )
+        .await
+        .unwrap();
+    let applied = store.apply(&job.id, &cancel(4), 4).await.unwrap();
+    assert_eq!(applied.job.status, JobStatus::Cancelling);
+    let again = store.apply(&job.id, &cancel(5), 5).await.unwrap();
+    assert_eq!(
+        again.decision.unwrap().cancel_outcome,
+        Some(CancelOutcome::AlreadyCancelling)
+    );
+    assert!(
+        again.sequence.is_none(),
+        "an idempotent cancel writes nothing"
+    );
+    store
+        .apply(
+            &job.id,
+            &JobEvent::CancelDelivered {
+                attempt: 1,
+                worker_id: "w1".into(),
+            },
+            6,
+        )
+        .await
+        .unwrap();
+    store
+        .apply(
+            &job.id,
+            &JobEvent::CancelAcknowledged {
+                attempt: 1,
+                stage: Stage::Generate,
+                past_point_of_no_return: false,
+            },
+            7,
+        )
+        .await
+        .unwrap();
+    let stop = Outcome::Cancelled {
+        stage: Stage::Generate,
+        stop_duration_us: 900,
+        forced: false,
+        reason: "test".into(),
+    };
+    let done = store
+        .apply(
+            &job.id,
+            &JobEvent::Finished {
+                attempt: 1,
+                outcome: stop.clone(),
+            },
+            8,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.job.status, JobStatus::Cancelled);
+    let c = done.job.cancel.clone().unwrap();
+    assert_eq!(
+        (
+            c.requested_at,
+            c.delivered_at,
+            c.acknowledged_at,
+            c.stopped_at
+        ),
+        (4, 6, 7, 8)
+    );
+    assert_eq!(
+        (c.stopped_stage, c.stop_duration_us, c.resolution),
+        (Stage::Generate, 900, CancelResolution::Stopped)
+    );
+    // Read back from the store, not just from the returned value.
+    assert_eq!(store.get(&job.id).await.unwrap().unwrap(), done.job);
+
+    // Duplicate outcome: refused, nothing written.
+    let dup = store
+        .apply(
+            &job.id,
+            &JobEvent::Finished {
+                attempt: 1,
+                outcome: stop,
+            },
+            9,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        dup.decision.unwrap_err(),
+        Refusal::Terminal {
+            status: JobStatus::Cancelled
+        }
+    );
+
+    let log: Vec<_> = store
+        .log(&job.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(
+        log,
+        vec![
+            "job.submitted",
+            "job.started",
+            "stage.started",
+            "cancel.requested",
+            "cancel.delivered",
+            "cancel.acknowledged",
+            "cancel.stopped",
+            "job.cancelled"
+        ]
+    );
+    let changes = store.changes_after(0, 100).await.unwrap();
+    let versions: Vec<_> = changes
+        .iter()
+        .map(|c| (c.job.id.clone(), c.job.version))
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=7).map(|v| (sub.id.clone(), v)).collect::<Vec<_>>()
+    );
+    assert!(changes.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    assert_eq!(
+        store.last_sequence().await.unwrap(),
+        changes.last().unwrap().sequence
+    );
+    let (seq, snapshot) = store.snapshot().await.unwrap();
+    assert_eq!(seq, changes.last().unwrap().sequence);
+    assert_eq!(snapshot, vec![done.job]);
+}
+
+async fn worker_log_lines_only_for_the_live_attempt(store: Store) {
+    store.submit(new_job("demo-fast"), 1).await.unwrap();
+    let job = store.claim("w1", &reports(), 2).await.unwrap().unwrap();
+    let line = |attempt, message| NewLogLine {
+        job_id: &job.id,
+        attempt,
+        worker_id: "w1",
+        stage: Stage::Ingest,
+        level: LogLevel::Info,
+        message,
+    };
+    assert!(
+        store
+            .append_worker_log(line(1, "read 10 rows"), 3)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .append_worker_log(line(2, "from the future"), 3)
+            .await
+            .unwrap()
+    );
+    let ok = Outcome::Succeeded {
+        output: "/out/x.pdf".into(),
+    };
+    store
+        .apply(
+            &job.id,
+            &JobEvent::Finished {
+                attempt: 1,
+                outcome: ok,
+            },
+            4,
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .append_worker_log(line(1, "too late"), 5)
+            .await
+            .unwrap()
+    );
+    let messages: Vec<_> = store
+        .log(&job.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(messages.contains(&"read 10 rows".to_string()));
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m == "from the future" || m == "too late")
+    );
+}
+
+async fn sweeper_queries_find_overdue_cancels_and_silent_workers(store: Store) {
+    store.submit(new_job("demo-fast"), 1).await.unwrap();
+    store.submit(new_job("demo-fast"), 1).await.unwrap();
+    store.worker_connected("w1", "one", 2, 100).await.unwrap();
+    store.worker_connected("w2", "two", 2, 100).await.unwrap();
+    let a = store.claim("w1", &reports(), 100).await.unwrap().unwrap();
+    let b = store.claim("w2", &reports(), 100).await.unwrap().unwrap();
+    store
+        .apply(
+            &a.id,
+            &JobEvent::Cancel {
+                actor: "admin".into(),
+                reason: String::new(),
+                deadline: 500,
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(store.overdue_cancels(499).await.unwrap().is_empty());
+    assert_eq!(
+        store.overdue_cancels(500).await.unwrap(),
+        vec![a.id.clone()]
+    );
+    store.worker_seen("w2", 1000).await.unwrap();
+    let silent = store.jobs_of_silent_workers(900).await.unwrap();
+    assert_eq!(silent, vec![(a.id.clone(), 1, "w1".to_string())]);
+    let live = store.live_jobs_of_worker("w2").await.unwrap();
+    assert_eq!(
+        live.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![b.id]
+    );
+}
+
+async fn published_changes_reach_subscribers(store: Store) {
+    let mut rx = store.hub().subscribe_jobs();
+    let mut log_rx = store.hub().subscribe_log();
+    let job = store.submit(new_job("demo-fast"), 1).await.unwrap();
+    let change = rx.recv().await.unwrap();
+    assert_eq!(
+        (change.job.id.as_str(), change.job.status),
+        (job.id.as_str(), JobStatus::Queued as i32)
+    );
+    assert_eq!(log_rx.recv().await.unwrap().event, "job.submitted");
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = crate::support::sqlite().await;
+                super::$name(db.store.clone()).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = crate::support::postgres().await;
+                super::$name(db.store.clone()).await;
+            })*
+        }
+    };
+}
+
+conformance!(
+    submit_get_list_and_page,
+    claim_takes_the_oldest_job_the_worker_can_run,
+    concurrent_claimers_never_share_a_job,
+    claim_and_cancel_race_has_exactly_one_winner,
+    cancel_lifecycle_records_milestones_events_and_log,
+    worker_log_lines_only_for_the_live_attempt,
+    sweeper_queries_find_overdue_cancels_and_silent_workers,
+    published_changes_reach_subscribers,
+);

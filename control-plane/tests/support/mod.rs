@@ -1,0 +1,44 @@
+//! Fresh stores for tests: a SQLite file in a temp dir, or a new PostgreSQL database created
+//! from `PRESSWORK_TEST_POSTGRES_URL` (an account with CREATEDB; `scripts/test` sets it up).
+
+#![allow(dead_code)]
+
+use presswork_control_plane::store::Store;
+use sqlx::Connection;
+
+pub struct TestStore {
+    pub store: Store,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("presswork.db").display());
+    let store = Store::connect(&url).await.expect("open SQLite store");
+    TestStore {
+        store,
+        _dir: Some(dir),
+    }
+}
+
+pub async fn postgres() -> TestStore {
+    let admin = std::env::var("PRESSWORK_TEST_POSTGRES_URL").expect(
+        "PRESSWORK_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts PostgreSQL and sets it \
+         (or point it at a postgres:// account with CREATEDB)",
+    );
+    let name = format!("presswork_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to PRESSWORK_TEST_POSTGRES_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
+    let store = Store::connect(&format!("{base}/{name}"))
+        .await
+        .expect("open PostgreSQL store");
+    TestStore { store, _dir: None }
+}
