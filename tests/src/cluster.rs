@@ -1,0 +1,460 @@
+//! A control plane and its workers, started as real processes on loopback for one test.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use presswork_proto::v1::job_service_client::JobServiceClient;
+use presswork_proto::v1::{
+    CancelJobRequest, CancelJobResponse, GetJobLogRequest, GetJobRequest, Job, JobStatus,
+    ListJobsRequest, LogEntry, SubmitJobRequest,
+};
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::database::{Backend, TestDatabase};
+use crate::process::{Process, binary_path, forward_stdout, log_tail};
+
+pub const CONTROL_PLANE_BINARY: &str = "presswork-control-plane";
+pub const WORKER_BINARY: &str = "presswork-worker";
+pub const CLI_BINARY: &str = "presswork";
+
+/// What the control plane prints on stdout once it serves.
+const LISTENING: &str = "presswork-control-plane listening on ";
+/// How long a control plane may take to start serving.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a restarted control plane keeps retrying to bind the port it had.
+const REBIND_TIMEOUT: Duration = Duration::from_secs(15);
+/// Lines of each process's log printed when a test fails.
+const TAIL_LINES: usize = 40;
+
+/// Starts a [`Cluster`]: `Cluster::builder().workers(2).capacity(4).start().await`.
+#[derive(Clone, Debug)]
+pub struct ClusterBuilder {
+    workers: usize,
+    capacity: u32,
+    cancel_timeout: Duration,
+    worker_lease: Duration,
+    test_reports: bool,
+    backend: Backend,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            capacity: 1,
+            cancel_timeout: Duration::from_secs(30),
+            worker_lease: Duration::from_secs(10),
+            test_reports: false,
+            backend: Backend::Sqlite,
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// Workers started with the cluster (default 1; 0 is allowed).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Jobs each worker runs at once (default 1).
+    pub fn capacity(mut self, capacity: u32) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The control plane's `--cancel-timeout` (default 30 s, the story's figure).
+    pub fn cancel_timeout(mut self, timeout: Duration) -> Self {
+        self.cancel_timeout = timeout;
+        self
+    }
+
+    /// The control plane's `--worker-lease` (default 10 s).
+    pub fn worker_lease(mut self, lease: Duration) -> Self {
+        self.worker_lease = lease;
+        self
+    }
+
+    /// Starts workers with `--enable-test-reports` (needed for `demo-stuck`).
+    pub fn test_reports(mut self) -> Self {
+        self.test_reports = true;
+        self
+    }
+
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Starts the control plane and the workers, and waits until every worker takes jobs.
+    pub async fn start(self) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("presswork-test-")
+            .tempdir()
+            .expect("a temporary directory for the cluster");
+        let root = dir.path().to_owned();
+        let database = TestDatabase::create(self.backend, &root).await;
+        let mut cluster = Cluster {
+            config: self,
+            root,
+            dir,
+            database,
+            control_plane: None,
+            control_plane_starts: 0,
+            port: 0,
+            workers: Vec::new(),
+            channel: None,
+        };
+        cluster.start_control_plane(0).await;
+        for _ in 0..cluster.config.workers {
+            cluster.add_worker();
+        }
+        cluster.wait_for_workers().await;
+        cluster
+    }
+}
+
+/// A control plane on `127.0.0.1:<port>` and its workers, in a temporary directory that also
+/// holds the SQLite database, each process's log and each worker's output directory.
+///
+/// Every process is killed and reaped on drop. When the test failed, the last lines of each
+/// log are printed and the directory is kept.
+pub struct Cluster {
+    config: ClusterBuilder,
+    root: PathBuf,
+    dir: TempDir,
+    database: TestDatabase,
+    control_plane: Option<Process>,
+    control_plane_starts: usize,
+    port: u16,
+    workers: Vec<Option<Process>>,
+    channel: Option<Channel>,
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// The cluster's directory, for messages: logs and outputs are there.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database.url()
+    }
+
+    /// `http://127.0.0.1:<port>` of the control plane.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A channel to the control plane; it reconnects by itself after a restart.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone().expect("the control plane was started")
+    }
+
+    pub fn client(&self) -> JobServiceClient<Channel> {
+        JobServiceClient::new(self.channel())
+    }
+
+    /// Worker `index`'s `--output-dir`.
+    pub fn output_dir(&self, index: usize) -> PathBuf {
+        self.root.join(format!("worker-{index}-output"))
+    }
+
+    /// Workers whose process is running now.
+    pub fn live_workers(&self) -> usize {
+        self.workers.iter().filter(|w| w.is_some()).count()
+    }
+
+    /// Starts one more worker and returns its index. It does not wait for the worker to
+    /// connect: the caller waits on a job it runs (or on [`Cluster::wait_for_workers`]).
+    pub fn add_worker(&mut self) -> usize {
+        let index = self.workers.len();
+        self.workers.push(None);
+        self.start_worker(index);
+        index
+    }
+
+    /// SIGKILLs worker `index` (and reaps it), as a crashed host would vanish.
+    pub fn kill_worker(&mut self, index: usize) {
+        let mut worker = self.workers[index]
+            .take()
+            .unwrap_or_else(|| panic!("worker {index} is not running"));
+        worker.kill();
+    }
+
+    /// Kills worker `index` if it runs, and starts it again with the same name and output
+    /// directory.
+    pub fn restart_worker(&mut self, index: usize) {
+        if let Some(mut worker) = self.workers[index].take() {
+            worker.kill();
+        }
+        self.start_worker(index);
+    }
+
+    /// Freezes worker `index` (SIGSTOP): its connection stays open but it handles nothing.
+    pub fn pause_worker(&self, index: usize) {
+        self.worker(index).signal(Signal::SIGSTOP);
+    }
+
+    /// Thaws a worker frozen by [`Cluster::pause_worker`] (SIGCONT).
+    pub fn resume_worker(&self, index: usize) {
+        self.worker(index).signal(Signal::SIGCONT);
+    }
+
+    fn worker(&self, index: usize) -> &Process {
+        self.workers[index]
+            .as_ref()
+            .unwrap_or_else(|| panic!("worker {index} is not running"))
+    }
+
+    fn start_worker(&mut self, index: usize) {
+        let output_dir = self.output_dir(index);
+        std::fs::create_dir_all(&output_dir).expect("create the worker's output directory");
+        let name = format!("worker-{index}");
+        let mut args = vec![
+            "--control-plane".to_owned(),
+            self.url(),
+            "--capacity".to_owned(),
+            self.config.capacity.to_string(),
+            "--output-dir".to_owned(),
+            output_dir.display().to_string(),
+            "--name".to_owned(),
+            name.clone(),
+        ];
+        if self.config.test_reports {
+            args.push("--enable-test-reports".to_owned());
+        }
+        let log = self.root.join(format!("{name}.log"));
+        let worker = Process::spawn(&name, &binary_path(WORKER_BINARY), &args, &log);
+        self.workers[index] = Some(worker);
+    }
+
+    /// SIGKILLs the control plane, as a crash would.
+    pub fn kill_control_plane(&mut self) {
+        if let Some(mut control_plane) = self.control_plane.take() {
+            control_plane.kill();
+        }
+    }
+
+    /// Kills the control plane and starts it again on the same database and the same port, so
+    /// workers and clients reconnect to the address they know.
+    pub async fn restart_control_plane(&mut self) {
+        self.kill_control_plane();
+        self.start_control_plane(self.port).await;
+    }
+
+    /// Starts the control plane on `port` (0: any free port) and waits for its announcement.
+    /// On a fixed port it retries for a while: the old process's socket may linger.
+    async fn start_control_plane(&mut self, port: u16) {
+        let began = Instant::now();
+        loop {
+            match self.try_start_control_plane(port).await {
+                Ok(()) => return,
+                Err(why) if port != 0 && began.elapsed() < REBIND_TIMEOUT => {
+                    eprintln!("control plane did not start on port {port} ({why}); retrying");
+                    // Retrying a bind, not waiting for an event: nothing announces a free port.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(why) => panic!(
+                    "the control plane did not start: {why}\nlast lines of its log:\n{}\ncluster directory: {}",
+                    log_tail(&self.control_plane_log(), TAIL_LINES),
+                    self.root.display()
+                ),
+            }
+        }
+    }
+
+    async fn try_start_control_plane(&mut self, port: u16) -> Result<(), String> {
+        self.control_plane_starts += 1;
+        let args = vec![
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--database".to_owned(),
+            self.database.url().to_owned(),
+            "--cancel-timeout".to_owned(),
+            self.config.cancel_timeout.as_secs_f64().to_string(),
+            "--worker-lease".to_owned(),
+            self.config.worker_lease.as_secs_f64().to_string(),
+        ];
+        let log = self.control_plane_log();
+        let name = format!("control-plane (start #{})", self.control_plane_starts);
+        let (mut process, stdout) =
+            Process::spawn_reading_stdout(&name, &binary_path(CONTROL_PLANE_BINARY), &args, &log);
+        let (announced_tx, announced) = tokio::sync::oneshot::channel();
+        forward_stdout(stdout, &log, LISTENING, announced_tx);
+        let line = match tokio::time::timeout(STARTUP_TIMEOUT, announced).await {
+            Ok(Ok(line)) => line,
+            Ok(Err(_)) => {
+                let exit = process.try_exit_status();
+                process.kill();
+                return Err(format!(
+                    "{} closed its stdout without announcing `{LISTENING}…` (exit: {exit:?})",
+                    process.name(),
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{} did not announce `{LISTENING}…` within {STARTUP_TIMEOUT:?}",
+                    process.name()
+                ));
+            }
+        };
+        let announced_port = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .ok_or_else(|| format!("cannot read the port in {line:?}"))?;
+        if port != 0 && announced_port != port {
+            return Err(format!("asked for port {port}, got {line:?}"));
+        }
+        self.port = announced_port;
+        self.control_plane = Some(process);
+        if self.channel.is_none() {
+            let endpoint = Endpoint::from_shared(self.url()).expect("a valid control plane URL");
+            self.channel = Some(endpoint.connect_lazy());
+        }
+        Ok(())
+    }
+
+    fn control_plane_log(&self) -> PathBuf {
+        self.root.join("control-plane.log")
+    }
+
+    /// Waits until every running worker takes jobs: as many `demo-slow` probes as there are
+    /// slots must run at the same time, on as many distinct workers as are running. One slot:
+    /// a `demo-fast` job must succeed.
+    pub async fn wait_for_workers(&self) {
+        let workers = self.live_workers();
+        let slots = workers * self.config.capacity as usize;
+        match slots {
+            0 => {}
+            1 => {
+                let probe = self.submit("demo-fast", &[]).await;
+                self.wait_for_status(&probe.id, JobStatus::Succeeded).await;
+            }
+            _ => crate::readiness::wait_for_all_slots(self, workers, slots).await,
+        }
+    }
+
+    pub async fn submit(&self, report: &str, params: &[(&str, &str)]) -> Job {
+        let params: HashMap<String, String> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let response = self
+            .client()
+            .submit_job(SubmitJobRequest {
+                report: report.to_owned(),
+                params,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("SubmitJob {report} failed: {e:?}"));
+        response
+            .into_inner()
+            .job
+            .expect("SubmitJobResponse carries the job")
+    }
+
+    pub async fn cancel(
+        &self,
+        job_id: &str,
+        reason: &str,
+    ) -> Result<CancelJobResponse, tonic::Status> {
+        self.client()
+            .cancel_job(CancelJobRequest {
+                job_id: job_id.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn get_job(&self, job_id: &str) -> Job {
+        self.client()
+            .get_job(GetJobRequest {
+                job_id: job_id.to_owned(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("GetJob {job_id} failed: {e:?}"))
+            .into_inner()
+            .job
+            .expect("GetJobResponse carries the job")
+    }
+
+    pub async fn job_log(&self, job_id: &str) -> Vec<LogEntry> {
+        self.client()
+            .get_job_log(GetJobLogRequest {
+                job_id: job_id.to_owned(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("GetJobLog {job_id} failed: {e:?}"))
+            .into_inner()
+            .entries
+    }
+
+    /// Every job that is not terminal (QUEUED, RUNNING or CANCELLING), across all pages.
+    pub async fn unfinished_jobs(&self) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .client()
+                .list_jobs(ListJobsRequest {
+                    statuses: vec![
+                        JobStatus::Queued as i32,
+                        JobStatus::Running as i32,
+                        JobStatus::Cancelling as i32,
+                    ],
+                    page_size: 1000,
+                    page_token,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("ListJobs failed: {e:?}"))
+                .into_inner();
+            jobs.extend(page.jobs);
+            if page.next_page_token.is_empty() {
+                return jobs;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for worker in self.workers.iter_mut().filter_map(Option::take) {
+            drop(worker);
+        }
+        self.kill_control_plane();
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "\n===== the test failed: cluster directory kept at {} =====",
+                self.root.display()
+            );
+            let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.root)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            logs.sort();
+            for log in logs {
+                eprintln!(
+                    "----- last {TAIL_LINES} lines of {} -----\n{}",
+                    log.display(),
+                    log_tail(&log, TAIL_LINES)
+                );
+            }
+        }
+    }
+}
