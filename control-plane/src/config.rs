@@ -49,7 +49,7 @@ impl Config {
 
 fn positive_seconds(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.05 && secs <= 86_400.0 => Ok(secs),
+        Ok(secs) if (0.05..=86_400.0).contains(&secs) => Ok(secs),
         _ => Err(format!(
             "{value:?} is not a number of seconds between 0.05 and 86400 (e.g. 30 or 0.5)"
         )),
