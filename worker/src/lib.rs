@@ -1,1 +1,113 @@
+//! The Presswork worker: connects out to the control plane over one bidirectional gRPC
+//! stream, runs the report jobs it is assigned (ingest → transform → generate → deliver), each
+//! under a cancellation token, and streams progress, logs and outcomes back.
+//!
+//! - [`session`]: connect, reconnect, demultiplex the stream, heartbeats and fencing.
+//! - [`executor`]: a supervised task per job, a child token per stage.
+//! - [`stages`]: the stages and the contract they follow ([`stages::StageContext`]).
+//! - [`reports`]: the built-in report kinds.
+//! - [`cancel`]: why a job was cancelled, and its point of no return.
 
+pub mod cancel;
+mod executor;
+pub mod reports;
+mod session;
+pub mod stages;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+/// The control plane a worker connects to when none is given.
+pub const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:7070";
+/// How many jobs a worker runs at once when not told otherwise.
+pub const DEFAULT_CAPACITY: u32 = 2;
+/// Where delivered reports go when not told otherwise (relative to the working directory).
+pub const DEFAULT_OUTPUT_DIR: &str = "presswork-output";
+
+/// Everything a worker needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// The control plane's URL (`--control-plane`), e.g. `http://127.0.0.1:7070`.
+    pub control_plane: String,
+    /// How many jobs run at once (`--capacity`, at least 1).
+    pub capacity: u32,
+    /// Whether test reports (`demo-stuck`) may run (`--enable-test-reports`).
+    pub enable_test_reports: bool,
+    /// Stable for the life of the process: a fresh UUID by default.
+    pub worker_id: String,
+    /// Shown on the dashboard (`--name`).
+    pub name: String,
+    /// Where delivered reports are written as `<job id>.pdf` (`--output-dir`).
+    pub output_dir: PathBuf,
+    /// Where each job gets its private work directory (`--work-dir`).
+    pub work_dir: PathBuf,
+}
+
+impl Default for WorkerConfig {
+    /// The defaults, with a fresh worker id and a name derived from it.
+    fn default() -> Self {
+        let worker_id = uuid::Uuid::new_v4().to_string();
+        WorkerConfig {
+            control_plane: DEFAULT_CONTROL_PLANE.to_string(),
+            capacity: DEFAULT_CAPACITY,
+            enable_test_reports: false,
+            name: default_name(&worker_id),
+            worker_id,
+            output_dir: PathBuf::from(DEFAULT_OUTPUT_DIR),
+            work_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// `worker-` and the first 8 characters of the worker id.
+pub fn default_name(worker_id: &str) -> String {
+    format!("worker-{}", worker_id.chars().take(8).collect::<String>())
+}
+
+impl WorkerConfig {
+    /// Checks the settings; errors name the setting and say what to do.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.capacity >= 1,
+            "--capacity (PRESSWORK_CAPACITY) must be at least 1, got {}",
+            self.capacity
+        );
+        anyhow::ensure!(
+            !self.worker_id.is_empty(),
+            "the worker id must not be empty"
+        );
+        Ok(())
+    }
+}
+
+/// Runs the worker until `shutdown` fires: then it stops taking jobs, cancels the running ones
+/// ("worker shutting down"), waits up to 5 s for their outcomes to be acknowledged, and
+/// returns. Errors only when the configuration cannot work (bad URL, unusable directories).
+pub async fn run(mut config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    for (flag, dir) in [
+        ("--output-dir", &mut config.output_dir),
+        ("--work-dir", &mut config.work_dir),
+    ] {
+        tokio::fs::create_dir_all(&*dir).await.with_context(|| {
+            format!(
+                "cannot create {flag} {}; pick a writable directory",
+                dir.display()
+            )
+        })?;
+        *dir = std::path::absolute(&*dir)
+            .with_context(|| format!("cannot resolve {flag} {}", dir.display()))?;
+    }
+    tracing::info!(
+        worker_id = %config.worker_id,
+        name = %config.name,
+        capacity = config.capacity,
+        control_plane = %config.control_plane,
+        output_dir = %config.output_dir.display(),
+        reports = ?reports::available(config.enable_test_reports),
+        "worker starting"
+    );
+    session::WorkerSession::new(config)?.run(shutdown).await
+}

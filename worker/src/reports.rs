@@ -1,0 +1,349 @@
+//! The built-in report kinds and their parameters.
+//!
+//! Every report runs the same pipeline over sales data (ingest → transform → generate →
+//! deliver); the kinds differ in how one stage behaves, which makes them useful to watch and
+//! to cancel:
+//! - `demo-fast`: the pipeline over the sample data, well under a second.
+//! - `demo-slow`: one stage (`slow_stage`, default ingest) spends `duration_ms` (default
+//!   30000) working in 10 ms steps, watching its token and reporting progress.
+//! - `demo-stuck` (test report, only with `--enable-test-reports`): one stage (`stuck_stage`,
+//!   default transform) ignores its token for `stuck_ms` (default 600000); only a force stop
+//!   ends it.
+//!
+//! Any report takes `input=PATH` (a CSV file; default the bundled sample) and
+//! `fail_stage=STAGE` (that stage fails on request, for tests).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use presswork_proto::v1::Stage;
+
+use crate::stages::ingest::Input;
+use crate::stages::{StageContext, StageError};
+
+/// A built-in report kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    DemoFast,
+    DemoSlow,
+    DemoStuck,
+}
+
+impl ReportKind {
+    /// Every kind, in the order they are listed.
+    pub const ALL: [ReportKind; 3] = [
+        ReportKind::DemoFast,
+        ReportKind::DemoSlow,
+        ReportKind::DemoStuck,
+    ];
+
+    /// The name jobs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReportKind::DemoFast => "demo-fast",
+            ReportKind::DemoSlow => "demo-slow",
+            ReportKind::DemoStuck => "demo-stuck",
+        }
+    }
+
+    /// Test reports run only on a worker started with `--enable-test-reports`.
+    pub fn is_test_report(self) -> bool {
+        self == ReportKind::DemoStuck
+    }
+
+    /// The parameters the kind accepts.
+    pub fn params(self) -> &'static [&'static str] {
+        match self {
+            ReportKind::DemoFast => &["input", "fail_stage"],
+            ReportKind::DemoSlow => &["input", "fail_stage", "slow_stage", "duration_ms"],
+            ReportKind::DemoStuck => &["input", "fail_stage", "stuck_stage", "stuck_ms"],
+        }
+    }
+}
+
+/// The report names a worker advertises.
+pub fn available(enable_test_reports: bool) -> Vec<String> {
+    ReportKind::ALL
+        .into_iter()
+        .filter(|kind| enable_test_reports || !kind.is_test_report())
+        .map(|kind| kind.name().to_string())
+        .collect()
+}
+
+/// How one job runs: its kind, input and per-stage behaviour, all validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportPlan {
+    pub kind: ReportKind,
+    pub input: Input,
+    /// The stage that fails on request.
+    pub fail_stage: Option<Stage>,
+    /// The stage that takes its time (`demo-slow`), and how long.
+    pub slow: Option<(Stage, Duration)>,
+    /// The stage that ignores its token (`demo-stuck`), and for how long.
+    pub stuck: Option<(Stage, Duration)>,
+    /// The parameters as given, sorted by name (shown in the PDF).
+    pub params: Vec<(String, String)>,
+}
+
+/// Validates a job's report and parameters. The error says what is wrong and what to do.
+pub fn plan(
+    report: &str,
+    params: &HashMap<String, String>,
+    enable_test_reports: bool,
+) -> Result<ReportPlan, String> {
+    let kind = ReportKind::ALL
+        .into_iter()
+        .find(|kind| kind.name() == report)
+        .ok_or_else(|| {
+            format!(
+                "unknown report `{report}`; this worker runs {}",
+                available(enable_test_reports).join(", ")
+            )
+        })?;
+    if kind.is_test_report() && !enable_test_reports {
+        return Err(format!(
+            "report {} is a test report: start the worker with --enable-test-reports",
+            kind.name()
+        ));
+    }
+    let mut sorted: Vec<(String, String)> =
+        params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    sorted.sort();
+    if let Some((unknown, _)) = sorted
+        .iter()
+        .find(|(name, _)| !kind.params().contains(&name.as_str()))
+    {
+        return Err(format!(
+            "unknown parameter `{unknown}` for report {}; it accepts {}",
+            kind.name(),
+            kind.params().join(", ")
+        ));
+    }
+    let get = |name: &str| params.get(name).map(String::as_str);
+    let input = match get("input") {
+        None => Input::Sample,
+        Some("") => return Err(
+            "parameter input is empty; give a CSV file path or leave it out for the sample data"
+                .into(),
+        ),
+        Some(path) => Input::File(PathBuf::from(path)),
+    };
+    let fail_stage = get("fail_stage")
+        .map(|v| parse_stage("fail_stage", v))
+        .transpose()?;
+    let timed = |stage_param: &str, default_stage: Stage, ms_param: &str, default_ms: u64| {
+        let stage = get(stage_param)
+            .map(|v| parse_stage(stage_param, v))
+            .transpose()?
+            .unwrap_or(default_stage);
+        let ms = get(ms_param)
+            .map(|v| parse_ms(ms_param, v))
+            .transpose()?
+            .unwrap_or(default_ms);
+        Ok::<_, String>(Some((stage, Duration::from_millis(ms))))
+    };
+    let (slow, stuck) = match kind {
+        ReportKind::DemoFast => (None, None),
+        ReportKind::DemoSlow => (
+            timed("slow_stage", Stage::Ingest, "duration_ms", 30_000)?,
+            None,
+        ),
+        ReportKind::DemoStuck => (
+            None,
+            timed("stuck_stage", Stage::Transform, "stuck_ms", 600_000)?,
+        ),
+    };
+    Ok(ReportPlan {
+        kind,
+        input,
+        fail_stage,
+        slow,
+        stuck,
+        params: sorted,
+    })
+}
+
+fn parse_stage(param: &str, value: &str) -> Result<Stage, String> {
+    Stage::from_short_name(value)
+        .filter(|stage| *stage != Stage::Unspecified)
+        .ok_or_else(|| {
+            format!(
+                "parameter {param} is `{value}`; use one of ingest, transform, generate, deliver"
+            )
+        })
+}
+
+fn parse_ms(param: &str, value: &str) -> Result<u64, String> {
+    value.parse().map_err(|_| {
+        format!("parameter {param} is `{value}`; use a whole number of milliseconds, e.g. 5000")
+    })
+}
+
+impl ReportPlan {
+    /// Applies the report's behaviour for the stage about to run: fail on request, take its
+    /// time (watching the token), or ignore the token (a stuck stage).
+    pub async fn before_stage(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let stage = ctx.stage();
+        if self.fail_stage == Some(stage) {
+            return Err(StageError::Failed(format!(
+                "failed on request (fail_stage={})",
+                stage.short_name()
+            )));
+        }
+        if let Some((_, duration)) = self.slow.filter(|(slow, _)| *slow == stage) {
+            ctx.log(format!(
+                "{} takes {} ms ({})",
+                stage.short_name(),
+                duration.as_millis(),
+                self.kind.name()
+            ));
+            pace(ctx, duration).await?;
+        }
+        if let Some((_, duration)) = self.stuck.filter(|(stuck, _)| *stuck == stage) {
+            ctx.log(format!(
+                "{} ignores cancellation for {} ms ({}); only a force stop ends it",
+                stage.short_name(),
+                duration.as_millis(),
+                self.kind.name()
+            ));
+            stuck(duration).await;
+        }
+        Ok(())
+    }
+}
+
+/// Works for `total` in 10 ms steps, reporting progress; returns `Cancelled` as soon as the
+/// token fires.
+pub async fn pace(ctx: &StageContext, total: Duration) -> Result<(), StageError> {
+    const STEP: Duration = Duration::from_millis(10);
+    let start = tokio::time::Instant::now();
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= total {
+            return Ok(());
+        }
+        ctx.progress(elapsed.as_secs_f64() / total.as_secs_f64());
+        ctx.cancellable(tokio::time::sleep(STEP.min(total - elapsed)))
+            .await?;
+    }
+}
+
+/// Breaks the stage contract on purpose: sleeps without looking at any token.
+async fn stuck(total: Duration) {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < total {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cancel::CancelReason;
+    use crate::stages::testing;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_parameters() {
+        let fast = plan("demo-fast", &params(&[]), false).expect("valid");
+        assert_eq!(fast.input, Input::Sample);
+        assert_eq!((fast.slow, fast.stuck, fast.fail_stage), (None, None, None));
+
+        let slow = plan("demo-slow", &params(&[]), false).expect("valid");
+        assert_eq!(slow.slow, Some((Stage::Ingest, Duration::from_secs(30))));
+
+        let slow = plan(
+            "demo-slow",
+            &params(&[
+                ("slow_stage", "generate"),
+                ("duration_ms", "250"),
+                ("input", "/x.csv"),
+            ]),
+            false,
+        )
+        .expect("valid");
+        assert_eq!(
+            slow.slow,
+            Some((Stage::Generate, Duration::from_millis(250)))
+        );
+        assert_eq!(slow.input, Input::File("/x.csv".into()));
+
+        let stuck = plan("demo-stuck", &params(&[]), true).expect("valid");
+        assert_eq!(
+            stuck.stuck,
+            Some((Stage::Transform, Duration::from_secs(600)))
+        );
+    }
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let error = plan("demo-stuck", &params(&[]), false).expect_err("test report");
+        assert_eq!(
+            error,
+            "report demo-stuck is a test report: start the worker with --enable-test-reports"
+        );
+        let error = plan("nope", &params(&[]), false).expect_err("unknown report");
+        assert_eq!(
+            error,
+            "unknown report `nope`; this worker runs demo-fast, demo-slow"
+        );
+        let error = plan("demo-fast", &params(&[("duration_ms", "5")]), false)
+            .expect_err("not a demo-fast parameter");
+        assert_eq!(
+            error,
+            "unknown parameter `duration_ms` for report demo-fast; it accepts input, fail_stage"
+        );
+        let error = plan("demo-slow", &params(&[("duration_ms", "soon")]), false)
+            .expect_err("not a number");
+        assert!(error.contains("whole number of milliseconds"), "{error}");
+        let error =
+            plan("demo-fast", &params(&[("fail_stage", "print")]), false).expect_err("not a stage");
+        assert!(error.contains("use one of ingest, transform"), "{error}");
+    }
+
+    #[test]
+    fn test_reports_are_advertised_only_when_enabled() {
+        assert_eq!(available(false), vec!["demo-fast", "demo-slow"]);
+        assert_eq!(
+            available(true),
+            vec!["demo-fast", "demo-slow", "demo-stuck"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_stage_stops_when_its_token_fires() {
+        tokio::time::pause();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ctx, control, mut rx) = testing::context(Stage::Ingest, dir.path());
+        let started = tokio::time::Instant::now();
+        let work = tokio::spawn(async move { pace(&ctx, Duration::from_secs(30)).await });
+        testing::next_progress(&mut rx).await;
+        control.cancel(CancelReason::WorkerShutdown);
+        let result = work.await.expect("the stage task ends");
+        assert_eq!(result, Err(StageError::Cancelled));
+        // Without the cancel it would have run 30 (virtual) seconds.
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn fail_stage_fails_only_that_stage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plan =
+            plan("demo-fast", &params(&[("fail_stage", "transform")]), false).expect("valid");
+        let (ingest, _, _rx) = testing::context(Stage::Ingest, dir.path());
+        assert_eq!(plan.before_stage(&ingest).await, Ok(()));
+        let (transform, _, _rx) = testing::context(Stage::Transform, dir.path());
+        let error = plan.before_stage(&transform).await.expect_err("fails");
+        assert_eq!(
+            error,
+            StageError::Failed("failed on request (fail_stage=transform)".into())
+        );
+    }
+}
