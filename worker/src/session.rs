@@ -5,6 +5,11 @@
 //! disconnected), so there are no locks: job tasks send their messages through a channel, and
 //! control messages are handled in the order they arrive. A cancel is handled without any
 //! await between reading it and firing the job's token.
+//!
+//! Contact is any message from the control plane, `HeartbeatAck` included. With no contact for
+//! longer than the lease (10 s until a Welcome says otherwise), the worker cancels its running
+//! jobs (fencing): a partitioned worker does not keep working on jobs the control plane
+//! considers lost. Their outcomes are delivered like any other once it is reachable again.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -35,7 +40,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long one connection attempt may take (TCP, HTTP/2 and the call's response headers).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// HTTP/2 pings: a connection that stops answering is closed, so the session notices.
+/// HTTP/2 pings: a connection that stops answering is closed, so the session reconnects
+/// without waiting for the stream to time out.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the shutdown waits for running jobs' outcomes to be acknowledged.
@@ -210,7 +216,7 @@ impl WorkerSession {
             let _ = outbound.send(ConnectRequest { msg: Some(msg) });
         }
         let endpoint = self.endpoint.clone();
-        info!(url = %self.config.control_plane, "connecting to the control plane");
+        debug!(url = %self.config.control_plane, "connecting to the control plane");
         Box::pin(async move {
             let open = async {
                 let channel = endpoint.connect().await?;
