@@ -19,7 +19,7 @@ use std::time::Duration;
 use presswork_proto::v1::connect_request::Msg;
 use presswork_proto::v1::connect_response::Msg as ControlMsg;
 use presswork_proto::v1::worker_service_client::WorkerServiceClient;
-use presswork_proto::v1::{ConnectRequest, ConnectResponse, Heartbeat, Hello, Welcome};
+use presswork_proto::v1::{ConnectRequest, ConnectResponse, Draining, Heartbeat, Hello, Welcome};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -146,6 +146,8 @@ impl WorkerSession {
                 biased;
                 _ = shutdown.cancelled(), if drain_until.is_none() => {
                     self.executor.stop_accepting();
+                    // Ask for no more assignments; running jobs still report their outcomes.
+                    self.send(&mut link, ConnectRequest { msg: Some(Msg::Draining(Draining {})) });
                     let running = self.executor.cancel_all(&CancelReason::WorkerShutdown);
                     info!(running, drain_s = SHUTDOWN_DRAIN.as_secs(), "shutting down: cancelling running jobs and waiting for their outcomes to be acknowledged");
                     drain_until = Some(Instant::now() + SHUTDOWN_DRAIN);

@@ -8,6 +8,7 @@
 mod session;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub(crate) struct WorkerSession {
     tx: mpsc::UnboundedSender<Result<ConnectResponse, tonic::Status>>,
     /// Attempts this worker holds a slot for, until their outcome arrives.
     pub assigned: Mutex<HashSet<(String, u32)>>,
+    /// The worker is shutting down: assign it nothing more.
+    pub draining: AtomicBool,
 }
 
 impl WorkerSession {
@@ -53,6 +56,9 @@ impl WorkerSession {
     }
 
     fn free_slots(&self) -> usize {
+        if self.draining.load(Ordering::Relaxed) {
+            return 0;
+        }
         let held = self.assigned.lock().map_or(usize::MAX, |a| a.len());
         (self.capacity as usize).saturating_sub(held)
     }

@@ -2,6 +2,7 @@
 //! know after a reconnect, and applying the worker's reports in the order it sent them.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +68,7 @@ pub async fn serve_worker_stream(
         tx,
         // Every attempt the worker still holds keeps its slot until its outcome arrives.
         assigned: Mutex::new(known.clone()),
+        draining: AtomicBool::new(false),
     });
     session.send(welcome);
 
@@ -229,6 +231,10 @@ async fn receive(
                 dispatcher.apply_logged(&job_id, &event).await;
             }
             connect_request::Msg::Finished(m) => finished(dispatcher, session, m).await?,
+            connect_request::Msg::Draining(_) => {
+                info!(worker_id = %session.id, "worker draining: no more assignments");
+                session.draining.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
