@@ -167,6 +167,11 @@ impl Cluster {
         self.root.join(format!("worker-{index}-output"))
     }
 
+    /// Worker `index`'s `--work-dir`, where its jobs get their private work directories.
+    pub fn work_dir(&self, index: usize) -> PathBuf {
+        self.root.join(format!("worker-{index}-work"))
+    }
+
     /// Workers whose process is running now.
     pub fn live_workers(&self) -> usize {
         self.workers.iter().filter(|w| w.is_some()).count()
@@ -216,7 +221,10 @@ impl Cluster {
 
     fn start_worker(&mut self, index: usize) {
         let output_dir = self.output_dir(index);
-        std::fs::create_dir_all(&output_dir).expect("create the worker's output directory");
+        let work_dir = self.work_dir(index);
+        for dir in [&output_dir, &work_dir] {
+            std::fs::create_dir_all(dir).expect("create the worker's directories");
+        }
         let name = format!("worker-{index}");
         let mut args = vec![
             "--control-plane".to_owned(),
@@ -225,6 +233,8 @@ impl Cluster {
             self.config.capacity.to_string(),
             "--output-dir".to_owned(),
             output_dir.display().to_string(),
+            "--work-dir".to_owned(),
+            work_dir.display().to_string(),
             "--name".to_owned(),
             name.clone(),
         ];

@@ -113,9 +113,16 @@ impl Drop for Process {
     }
 }
 
+/// A command with only the given arguments as configuration: `PRESSWORK_*` variables of the
+/// environment running the tests would otherwise change the processes under test.
 fn command(program: &Path, args: &[String]) -> Command {
     let mut command = Command::new(program);
     command.args(args).stdin(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PRESSWORK_") {
+            command.env_remove(name);
+        }
+    }
     command
 }
 

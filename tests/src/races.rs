@@ -32,12 +32,15 @@ where
     for job in &finals {
         let now = cluster.get_job(&job.id).await;
         if (now.status(), now.version) != (job.status(), job.version) {
-            tally.inconsistencies.push(format!(
-                "job {} changed after it ended:\n  then {}\n  now  {}",
-                job.id,
-                describe_job(job),
-                describe_job(&now)
-            ));
+            tally.add_inconsistency(
+                "changed after it ended".to_owned(),
+                format!(
+                    "job {} changed after it ended:\n  then {}\n  now  {}",
+                    job.id,
+                    describe_job(job),
+                    describe_job(&now)
+                ),
+            );
         }
     }
     tally
@@ -48,9 +51,10 @@ pub fn assert_consistent(tally: &Tally, iterations: usize, cluster: &Cluster) {
     assert_eq!(tally.total(), iterations, "{}", tally.summary());
     assert!(
         tally.inconsistencies.is_empty(),
-        "{} of {iterations} races ended inconsistently ({}); the first ones:\n{}\ncluster directory: {}",
+        "{} of {iterations} races ended inconsistently ({}); by reason: {:#?}\nthe first ones:\n{}\ncluster directory: {}",
         tally.inconsistencies.len(),
         tally.summary(),
+        tally.reasons,
         tally.inconsistencies[..tally.inconsistencies.len().min(5)].join("\n"),
         cluster.dir().display()
     );

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use presswork_proto::v1::{
     CancelJobResponse, CancelOutcome, CancelResolution, Job, JobStatus, LogEntry,
@@ -10,13 +11,20 @@ use presswork_proto::v1::{
 
 use crate::execution_log::{ExecutionLog, describe_job, resolution};
 
-/// The message of BR-002.
+/// The message of BR-002. The control plane may follow it with details (the job's status).
 pub const NOT_CANCELLABLE: &str = "Job is not in a cancellable state.";
+
+/// Whether a refused cancel says what BR-002 says.
+pub fn says_not_cancellable(message: &str) -> bool {
+    message.starts_with(NOT_CANCELLABLE)
+}
 
 /// One cancel and what came of it.
 pub struct CancelObservation {
     pub job_id: String,
     pub response: Result<CancelJobResponse, tonic::Status>,
+    /// How long the `CancelJob` call took, as the client saw it.
+    pub cancel_latency: Duration,
     /// The job once terminal.
     pub job: Job,
     pub log: Vec<LogEntry>,
@@ -50,6 +58,7 @@ pub fn judge(observation: &CancelObservation) -> Result<Verdict, String> {
         response,
         job,
         log,
+        ..
     } = observation;
     let log = log.as_slice();
     let status = job.status();
@@ -104,7 +113,7 @@ pub fn judge(observation: &CancelObservation) -> Result<Verdict, String> {
                 status_error.code() == tonic::Code::FailedPrecondition,
                 || format!("CancelJob failed: {status_error:?}"),
             )?;
-            check(status_error.message() == NOT_CANCELLABLE, || {
+            check(says_not_cancellable(status_error.message()), || {
                 format!(
                     "FAILED_PRECONDITION with message {:?}",
                     status_error.message()
@@ -132,9 +141,12 @@ fn judge_answer(
     started: bool,
 ) -> Result<Verdict, String> {
     let status = job.status();
-    check(log.has("cancel.requested"), || {
-        "the cancel was accepted but no cancel.requested entry".to_owned()
-    })?;
+    // The job ran (or ended) before this cancel took effect: only ALREADY_FINISHED may leave
+    // no cancel.requested entry, since nothing was requested of the worker.
+    check(
+        outcome == CancelOutcome::AlreadyFinished || log.has("cancel.requested"),
+        || format!("{outcome:?} but no cancel.requested entry"),
+    )?;
     match outcome {
         CancelOutcome::CancelledWhileQueued => {
             check(answered == JobStatus::Cancelled, || {
@@ -169,6 +181,7 @@ fn judge_answer(
                 }
                 _ => {
                     check_finished_first(job, log)?;
+                    check_resolved_finished_first(job)?;
                     Ok(Verdict::FinishedWhileCancelling)
                 }
             }
@@ -186,6 +199,14 @@ fn judge_answer(
                 )
             })?;
             check_finished_first(job, log)?;
+            // The job was terminal before the cancel applied, and terminal jobs never change:
+            // no cancel is recorded on it (the log's cancel.ignored tells the story).
+            check(job.cancel.is_none(), || {
+                format!(
+                    "ALREADY_FINISHED yet the terminal job records a cancel: {:?}",
+                    resolution(job)
+                )
+            })?;
             Ok(Verdict::AlreadyFinished)
         }
         CancelOutcome::AlreadyCancelling | CancelOutcome::Unspecified => {
@@ -193,6 +214,10 @@ fn judge_answer(
         }
     }
 }
+
+/// Reasons about the cancel's milestones (DESIGN: requested, delivered, acknowledged, stopped,
+/// each in the log and on the job) start with this, to tell them from wrong outcomes.
+pub const MILESTONE: &str = "milestone: ";
 
 /// CANCELLED by the worker: `cancel.stopped`, and the milestones in order.
 pub fn check_stopped(job: &Job, log: &[LogEntry]) -> Result<(), String> {
@@ -215,9 +240,9 @@ pub fn check_stopped(job: &Job, log: &[LogEntry]) -> Result<(), String> {
     for event in milestones {
         let entry = log
             .entry(event)
-            .ok_or_else(|| format!("CANCELLED without a {event} entry"))?;
+            .ok_or_else(|| format!("{MILESTONE}CANCELLED without a {event} entry"))?;
         check(entry.id > previous_id, || {
-            format!("{event} is out of order in the log")
+            format!("{MILESTONE}{event} is out of order in the log")
         })?;
         previous_id = entry.id;
     }
@@ -234,7 +259,7 @@ pub fn check_stopped(job: &Job, log: &[LogEntry]) -> Result<(), String> {
     for pair in times.windows(2) {
         let ((a, at), (b, bt)) = (pair[0], pair[1]);
         check(at > 0 && bt >= at, || {
-            format!("cancel milestones out of order: {a}={at} {b}={bt}")
+            format!("{MILESTONE}times out of order on the job: {a}={at} {b}={bt}")
         })?;
     }
     Ok(())
@@ -257,10 +282,17 @@ fn check_finished_first(job: &Job, log: &[LogEntry]) -> Result<(), String> {
     check(!log.has("cancel.stopped"), || {
         format!("{} yet cancel.stopped", status.short_name())
     })?;
-    check(resolution(job) == CancelResolution::FinishedFirst, || {
-        format!("finished first with resolution {:?}", resolution(job))
-    })?;
     Ok(())
+}
+
+/// A cancel recorded on the job (it was CANCELLING) that the job's end overtook.
+fn check_resolved_finished_first(job: &Job) -> Result<(), String> {
+    check(resolution(job) == CancelResolution::FinishedFirst, || {
+        format!(
+            "CANCELLING, then finished first with resolution {:?}",
+            resolution(job)
+        )
+    })
 }
 
 fn terminal_event_of(status: JobStatus) -> &'static str {
@@ -283,11 +315,16 @@ fn check(holds: bool, why: impl FnOnce() -> String) -> Result<(), String> {
 pub struct Tally {
     pub verdicts: BTreeMap<Verdict, usize>,
     pub final_statuses: BTreeMap<&'static str, usize>,
+    /// One entry per inconsistent cancel: why, then the details.
     pub inconsistencies: Vec<String>,
+    /// How many inconsistencies had each reason.
+    pub reasons: BTreeMap<String, usize>,
+    pub cancel_latencies: Vec<Duration>,
 }
 
 impl Tally {
     pub fn record(&mut self, observation: &CancelObservation) {
+        self.cancel_latencies.push(observation.cancel_latency);
         *self
             .final_statuses
             .entry(observation.job.status().short_name())
@@ -306,14 +343,20 @@ impl Tally {
                     ),
                     Err(e) => format!("{e:?}"),
                 };
-                self.inconsistencies.push(format!(
+                let detail = format!(
                     "job {}: {why}\n  cancel answer: {answer}\n  final: {}\n  log:\n{}",
                     observation.job_id,
                     describe_job(&observation.job),
                     observation.log.describe()
-                ));
+                );
+                self.add_inconsistency(why, detail);
             }
         }
+    }
+
+    pub fn add_inconsistency(&mut self, reason: String, detail: String) {
+        *self.reasons.entry(reason).or_default() += 1;
+        self.inconsistencies.push(detail);
     }
 
     pub fn count(&self, verdict: Verdict) -> usize {
@@ -326,12 +369,27 @@ impl Tally {
 
     /// One line of figures for the test output.
     pub fn summary(&self) -> String {
+        let mut latencies = self.cancel_latencies.clone();
+        latencies.sort();
+        let at = |q: f64| {
+            let index = ((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1);
+            latencies.get(index).copied().unwrap_or_default()
+        };
+        let milestones: usize = self
+            .reasons
+            .iter()
+            .filter(|(reason, _)| reason.starts_with(MILESTONE))
+            .map(|(_, n)| n)
+            .sum();
         format!(
-            "{} cancels: verdicts {:?}, final statuses {:?}, {} inconsistent",
+            "{} cancels: verdicts {:?}, final statuses {:?}, {} inconsistent ({milestones} of them only in milestones); CancelJob latency p50 {:.1?} p99 {:.1?} max {:.1?}",
             self.total(),
             self.verdicts,
             self.final_statuses,
-            self.inconsistencies.len()
+            self.inconsistencies.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
         )
     }
 }

@@ -123,11 +123,23 @@ async fn cancel_in_stage(stage: Stage) {
     assert_eq!(later_stages, 0, "{}", log.describe());
     assert!(done.output.is_empty(), "{}", describe_job(&done));
 
+    // Nothing of the cancelled job was delivered, and its private work directory is gone.
     let output_dir = cluster.output_dir(0);
-    let leftovers = files_under(&output_dir);
+    let delivered: Vec<PathBuf> = files_under(&output_dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(&job.id))
+        .collect();
+    assert!(
+        delivered.is_empty(),
+        "a cancelled job delivered {delivered:?}"
+    );
+    let work_dir = cluster.work_dir(0);
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(&work_dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(
         leftovers.is_empty(),
-        "a cancelled job left files: {leftovers:?}"
+        "work directories left behind: {leftovers:?}"
     );
     // The same directory does receive the output of a job that runs to the end.
     let fast = cluster.submit("demo-fast", &[]).await;

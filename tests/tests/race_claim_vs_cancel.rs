@@ -28,12 +28,15 @@ async fn race_once(cluster: &Cluster, iteration: usize) -> CancelObservation {
             tokio::time::sleep(Duration::from_micros(micros)).await;
         }
     }
+    let asked = Instant::now();
     let response = cluster.cancel(&job.id, "test: claim race").await;
+    let cancel_latency = asked.elapsed();
     let job = cluster.wait_for_terminal(&job.id, WAIT).await;
     let log = cluster.job_log(&job.id).await;
     CancelObservation {
         job_id: job.id.clone(),
         response,
+        cancel_latency,
         job,
         log,
     }
