@@ -4,7 +4,11 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["presswork/v1/jobs.proto", "presswork/v1/worker.proto"];
+    let files = [
+        "presswork/v1/auth.proto",
+        "presswork/v1/jobs.proto",
+        "presswork/v1/worker.proto",
+    ];
     let fds = protox::compile(files, ["."])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(

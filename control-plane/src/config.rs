@@ -2,14 +2,16 @@
 //! variable, with defaults for a local run. Validated once at start.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
+use crate::auth::AuthSettings;
 use crate::dispatch::Timing;
 
 /// presswork-control-plane: owns every job's state, hands jobs to workers and streams cancels
-/// to them. Serves gRPC on one port.
+/// to them. Serves gRPC on one port. With a subcommand, administers the database instead.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "presswork-control-plane", version)]
 pub struct Config {
@@ -22,7 +24,8 @@ pub struct Config {
     #[arg(
         long,
         env = "PRESSWORK_DATABASE",
-        default_value = "sqlite://presswork.db"
+        default_value = "sqlite://presswork.db",
+        global = true
     )]
     pub database: String,
 
@@ -33,6 +36,74 @@ pub struct Config {
     /// Seconds without a heartbeat after which a worker is lost and its jobs fail.
     #[arg(long, env = "PRESSWORK_WORKER_LEASE", default_value_t = 10.0, value_parser = positive_seconds)]
     pub worker_lease: f64,
+
+    /// Credentials workers present (repeat, or separate with commas). Prefer the environment
+    /// variable: command lines are visible to other users of the machine.
+    #[arg(long = "worker-token", env = "PRESSWORK_WORKER_TOKEN", value_delimiter = ',', hide_env_values = true, value_parser = worker_token)]
+    pub worker_tokens: Vec<String>,
+
+    /// Key that signs user tokens: at least 32 bytes, hex or text. Unset: a key generated on
+    /// first start and kept in the database, shared by every control plane on it.
+    #[arg(long, env = "PRESSWORK_TOKEN_SIGNING_KEY", hide_env_values = true)]
+    pub token_signing_key: Option<String>,
+
+    /// Seconds a user's token stays valid after sign-in.
+    #[arg(long, env = "PRESSWORK_TOKEN_TTL", default_value_t = 43_200.0, value_parser = positive_seconds)]
+    pub token_ttl: f64,
+
+    /// PEM certificate chain to serve TLS with (needs --tls-key).
+    #[arg(long, env = "PRESSWORK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "PRESSWORK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Manage the users who sign in.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Clone, Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Adds a user. The password is read from a prompt, or from stdin when it is not a terminal.
+    Add {
+        #[arg(long)]
+        username: String,
+        /// administrator, operator or viewer.
+        #[arg(long)]
+        role: String,
+    },
+    /// Lists users and their roles.
+    List,
+    /// Changes a user's role.
+    SetRole {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Disables a user: their tokens stop working at once.
+    Disable {
+        #[arg(long)]
+        username: String,
+    },
+    /// Enables a disabled user again.
+    Enable {
+        #[arg(long)]
+        username: String,
+    },
+    /// Sets a new password (read like `add`'s).
+    SetPassword {
+        #[arg(long)]
+        username: String,
+    },
 }
 
 impl Config {
@@ -45,13 +116,32 @@ impl Config {
             heartbeat_interval: (lease / 4).max(Duration::from_millis(20)),
         }
     }
+
+    pub fn auth(&self) -> Result<AuthSettings, String> {
+        Ok(AuthSettings {
+            signing_key: self
+                .token_signing_key
+                .as_deref()
+                .map(crate::auth::parse_signing_key)
+                .transpose()?,
+            token_ttl: Duration::from_secs_f64(self.token_ttl),
+            worker_tokens: self.worker_tokens.clone(),
+        })
+    }
 }
 
 fn positive_seconds(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
-        Ok(secs) if (0.05..=86_400.0).contains(&secs) => Ok(secs),
+        Ok(secs) if (0.05..=31_536_000.0).contains(&secs) => Ok(secs),
         _ => Err(format!(
-            "{value:?} is not a number of seconds between 0.05 and 86400 (e.g. 30 or 0.5)"
+            "{value:?} is not a number of seconds between 0.05 and 31536000 (e.g. 30 or 0.5)"
         )),
     }
+}
+
+fn worker_token(value: &str) -> Result<String, String> {
+    if value.len() < 16 {
+        return Err("a worker token must be at least 16 characters: generate one with `openssl rand -hex 32`".into());
+    }
+    Ok(value.to_string())
 }

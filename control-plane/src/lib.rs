@@ -1,6 +1,8 @@
 //! The Presswork control plane: the only writer of job state. It serves the gRPC API, hands
 //! jobs to connected workers and streams cancels to them.
 
+pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod grpc;
@@ -10,18 +12,20 @@ pub mod time;
 
 use std::sync::Arc;
 
+use presswork_proto::v1::auth_service_server::AuthServiceServer;
 use presswork_proto::v1::job_service_server::JobServiceServer;
 use presswork_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::Config;
 
+use crate::auth::{AuthLayer, Authenticator};
 use crate::dispatch::Dispatcher;
-use crate::grpc::caller::LocalCallerLayer;
+use crate::grpc::auth::AuthApi;
 use crate::grpc::jobs::JobApi;
 use crate::grpc::workers::WorkerApi;
 use crate::store::Store;
@@ -37,6 +41,25 @@ pub async fn run(
         anyhow::anyhow!("cannot open the database {}: {e}", redact(&config.database))
     })?;
     info!(backend = store.backend_name(), "store ready");
+    let auth_settings = config.auth().map_err(anyhow::Error::msg)?;
+    if auth_settings.worker_tokens.is_empty() {
+        warn!(
+            "no worker credential configured (--worker-token / PRESSWORK_WORKER_TOKEN): no worker can connect"
+        );
+    }
+    let auth = Authenticator::new(store.clone(), auth_settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot set up authentication: {e}"))?;
+    let tls = tls_config(&config)?;
+    let local = listener
+        .local_addr()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false);
+    if tls.is_none() && !local {
+        warn!(
+            "listening beyond loopback without TLS: tokens and passwords cross the network in clear text; set --tls-cert and --tls-key"
+        );
+    }
     let dispatcher = Dispatcher::start(store.clone(), config.timing(), shutdown.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -77,11 +100,16 @@ pub async fn run(
             dispatcher.disconnect_all();
         }
     };
-    tonic::transport::Server::builder()
-        .layer(LocalCallerLayer)
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
+        .layer(AuthLayer::new(Arc::clone(&auth)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_service(AuthServiceServer::new(AuthApi { auth }))
         .add_service(JobServiceServer::new(jobs))
         .add_service(WorkerServiceServer::new(workers))
         .serve_with_incoming_shutdown(incoming, drain)
@@ -91,6 +119,24 @@ pub async fn run(
     store.close().await;
     info!("control plane stopped");
     Ok(())
+}
+
+fn tls_config(config: &Config) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read {}: {e}; check --tls-cert / --tls-key",
+                path.display()
+            )
+        })
+    };
+    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+    Ok(Some(
+        tonic::transport::ServerTlsConfig::new().identity(identity),
+    ))
 }
 
 /// A database URL without its password, for messages.

@@ -15,6 +15,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(presswork_control_plane::config::Command::Users(users)) = config.command.clone() {
+        return presswork_control_plane::admin::run_users(&config.database, users).await;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {}: {e}. Is another control plane running? Pick another address with --listen.", config.listen)
     })?;

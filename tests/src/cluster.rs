@@ -5,12 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use presswork_proto::v1::auth_service_client::AuthServiceClient;
 use presswork_proto::v1::job_service_client::JobServiceClient;
 use presswork_proto::v1::{
     CancelJobRequest, CancelJobResponse, GetJobLogRequest, GetJobRequest, Job, JobStatus,
-    ListJobsRequest, LogEntry, SubmitJobRequest,
+    ListJobsRequest, LogEntry, LoginRequest, SubmitJobRequest,
 };
 use tempfile::TempDir;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::database::{Backend, TestDatabase};
@@ -29,6 +33,44 @@ const REBIND_TIMEOUT: Duration = Duration::from_secs(15);
 /// Lines of each process's log printed when a test fails.
 const TAIL_LINES: usize = 40;
 
+/// The users every cluster has, by role: (username, password, role).
+pub const USERS: [(&str, &str, &str); 3] = [
+    ("ada", "ada-administrator-pw", "administrator"),
+    ("otto", "otto-operator-pw", "operator"),
+    ("vera", "vera-viewer-pw", "viewer"),
+];
+
+/// A `JobService` client that signs its calls with a user's token.
+pub type Client = JobServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call (or nothing, for unauthenticated tests).
+#[derive(Clone, Debug, Default)]
+pub struct Bearer(pub Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn token(token: &str) -> Self {
+        Bearer(Some(
+            format!("Bearer {token}")
+                .parse()
+                .expect("a token is header-safe"),
+        ))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// Starts a [`Cluster`]: `Cluster::builder().workers(2).capacity(4).start().await`.
 #[derive(Clone, Debug)]
 pub struct ClusterBuilder {
@@ -38,6 +80,10 @@ pub struct ClusterBuilder {
     worker_lease: Duration,
     test_reports: bool,
     backend: Backend,
+    /// More flags for the control plane.
+    control_plane_args: Vec<String>,
+    /// Serve (and connect) over TLS with a certificate made for the test.
+    tls: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -49,6 +95,8 @@ impl Default for ClusterBuilder {
             worker_lease: Duration::from_secs(10),
             test_reports: false,
             backend: Backend::Sqlite,
+            control_plane_args: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -89,6 +137,20 @@ impl ClusterBuilder {
         self
     }
 
+    /// Passes more flags to the control plane (e.g. `["--token-ttl", "1"]`).
+    pub fn control_plane_args(mut self, args: &[&str]) -> Self {
+        self.control_plane_args
+            .extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Serves gRPC over TLS with a self-signed certificate for 127.0.0.1 that workers and
+    /// clients trust through `--tls-ca`.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Starts the control plane and the workers, and waits until every worker takes jobs.
     pub async fn start(self) -> Cluster {
         let dir = tempfile::Builder::new()
@@ -107,8 +169,21 @@ impl ClusterBuilder {
             port: 0,
             workers: Vec::new(),
             channel: None,
+            worker_token: format!("wt-{}", uuid::Uuid::new_v4().simple()),
+            tokens: HashMap::new(),
         };
+        if cluster.config.tls {
+            cluster.make_certificate();
+        }
+        cluster.add_users();
         cluster.start_control_plane(0).await;
+        for (user, password, _) in USERS {
+            let token = cluster
+                .login(user, password)
+                .await
+                .expect("the test users can sign in");
+            cluster.tokens.insert(user.to_string(), token);
+        }
         for _ in 0..cluster.config.workers {
             cluster.add_worker();
         }
@@ -132,6 +207,10 @@ pub struct Cluster {
     port: u16,
     workers: Vec<Option<Process>>,
     channel: Option<Channel>,
+    /// The credential workers present, and the control plane accepts.
+    worker_token: String,
+    /// Each test user's token, by username.
+    tokens: HashMap<String, String>,
 }
 
 impl Cluster {
@@ -148,9 +227,29 @@ impl Cluster {
         self.database.url()
     }
 
-    /// `http://127.0.0.1:<port>` of the control plane.
+    /// `http://127.0.0.1:<port>` of the control plane (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.config.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA certificate (PEM) clients trust when the cluster serves TLS.
+    pub fn tls_ca(&self) -> PathBuf {
+        self.root.join("ca.pem")
+    }
+
+    fn make_certificate(&self) {
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+        ])
+        .expect("generate a test certificate");
+        std::fs::write(self.tls_ca(), certified.cert.pem()).expect("write the certificate");
+        std::fs::write(
+            self.root.join("key.pem"),
+            certified.signing_key.serialize_pem(),
+        )
+        .expect("write the key");
     }
 
     /// A channel to the control plane; it reconnects by itself after a restart.
@@ -158,8 +257,88 @@ impl Cluster {
         self.channel.clone().expect("the control plane was started")
     }
 
-    pub fn client(&self) -> JobServiceClient<Channel> {
-        JobServiceClient::new(self.channel())
+    /// A client signed in as the administrator `ada`.
+    pub fn client(&self) -> Client {
+        self.client_as("ada")
+    }
+
+    /// A client signed in as one of [`USERS`].
+    pub fn client_as(&self, user: &str) -> Client {
+        let token = self
+            .tokens
+            .get(user)
+            .unwrap_or_else(|| panic!("{user} is not a test user"));
+        JobServiceClient::with_interceptor(self.channel(), Bearer::token(token))
+    }
+
+    /// A client that sends the given bearer value (or none): for tests of refused credentials.
+    pub fn client_with(&self, bearer: Bearer) -> Client {
+        JobServiceClient::with_interceptor(self.channel(), bearer)
+    }
+
+    /// The token of a test user.
+    pub fn token(&self, user: &str) -> &str {
+        self.tokens
+            .get(user)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{user} is not a test user"))
+    }
+
+    /// The worker credential of this cluster.
+    pub fn worker_token(&self) -> &str {
+        &self.worker_token
+    }
+
+    /// Signs in over `AuthService.Login`.
+    pub async fn login(&self, user: &str, password: &str) -> Result<String, tonic::Status> {
+        let response = AuthServiceClient::new(self.channel())
+            .login(LoginRequest {
+                username: user.into(),
+                password: password.into(),
+            })
+            .await?;
+        Ok(response.into_inner().token)
+    }
+
+    /// Runs `presswork-control-plane --database URL <args>` with `stdin`, as an administrator
+    /// would; returns its exit status, stdout and stderr.
+    pub fn admin_command(
+        &self,
+        args: &[&str],
+        stdin: &str,
+    ) -> (std::process::ExitStatus, String, String) {
+        use std::io::Write;
+        let mut child = std::process::Command::new(binary_path(CONTROL_PLANE_BINARY))
+            .arg("--database")
+            .arg(self.database.url())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start presswork-control-plane for an admin command");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write the password");
+        let output = child.wait_with_output().expect("admin command finishes");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into(),
+            String::from_utf8_lossy(&output.stderr).into(),
+        )
+    }
+
+    fn add_users(&self) {
+        for (user, password, role) in USERS {
+            let (status, _, stderr) = self.admin_command(
+                &["users", "add", "--username", user, "--role", role],
+                &format!("{password}\n"),
+            );
+            assert!(status.success(), "adding test user {user} failed: {stderr}");
+        }
     }
 
     /// Worker `index`'s `--output-dir`.
@@ -237,7 +416,12 @@ impl Cluster {
             work_dir.display().to_string(),
             "--name".to_owned(),
             name.clone(),
+            "--token".to_owned(),
+            self.worker_token.clone(),
         ];
+        if self.config.tls {
+            args.extend(["--tls-ca".to_owned(), self.tls_ca().display().to_string()]);
+        }
         if self.config.test_reports {
             args.push("--enable-test-reports".to_owned());
         }
@@ -292,7 +476,15 @@ impl Cluster {
             self.config.cancel_timeout.as_secs_f64().to_string(),
             "--worker-lease".to_owned(),
             self.config.worker_lease.as_secs_f64().to_string(),
+            "--worker-token".to_owned(),
+            self.worker_token.clone(),
         ];
+        let mut args = [args, self.config.control_plane_args.clone()].concat();
+        if self.config.tls {
+            let cert = self.tls_ca().display().to_string();
+            let key = self.root.join("key.pem").display().to_string();
+            args.extend(["--tls-cert".to_owned(), cert, "--tls-key".to_owned(), key]);
+        }
         let log = self.control_plane_log();
         let name = format!("control-plane (start #{})", self.control_plane_starts);
         let (mut process, stdout) =
@@ -327,7 +519,17 @@ impl Cluster {
         self.port = announced_port;
         self.control_plane = Some(process);
         if self.channel.is_none() {
-            let endpoint = Endpoint::from_shared(self.url()).expect("a valid control plane URL");
+            let mut endpoint =
+                Endpoint::from_shared(self.url()).expect("a valid control plane URL");
+            if self.config.tls {
+                let pem = std::fs::read(self.tls_ca()).expect("read the test CA");
+                endpoint = endpoint
+                    .tls_config(
+                        tonic::transport::ClientTlsConfig::new()
+                            .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                    )
+                    .expect("TLS settings");
+            }
             self.channel = Some(endpoint.connect_lazy());
         }
         Ok(())

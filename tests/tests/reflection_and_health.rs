@@ -113,7 +113,7 @@ async fn presswork(cluster: &Cluster, args: &[&str]) -> (i32, String, String) {
         .arg(cluster.url())
         .args(args)
         .env_remove("PRESSWORK_SERVER")
-        .env_remove("PRESSWORK_TOKEN")
+        .env("PRESSWORK_TOKEN", cluster.token("ada"))
         .output()
         .await
         .expect("run the presswork CLI");

@@ -5,12 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use presswork_proto::v1::job_service_client::JobServiceClient;
 use presswork_proto::v1::watch_jobs_response::Kind;
 use presswork_proto::v1::{JobStatus, WatchJobsRequest, WatchJobsResponse};
 use presswork_tests::Cluster;
+use presswork_tests::cluster::Client;
 use tokio::sync::{oneshot, watch};
-use tonic::transport::Channel;
 
 const JOBS: usize = 1000;
 /// The resuming watcher drops its stream after this many changes...
@@ -79,10 +78,7 @@ impl Watcher {
     }
 }
 
-async fn open(
-    client: &mut JobServiceClient<Channel>,
-    after_sequence: u64,
-) -> tonic::Streaming<WatchJobsResponse> {
+async fn open(client: &mut Client, after_sequence: u64) -> tonic::Streaming<WatchJobsResponse> {
     client
         .watch_jobs(WatchJobsRequest { after_sequence })
         .await
@@ -101,7 +97,7 @@ async fn next(stream: &mut tonic::Streaming<WatchJobsResponse>) -> WatchJobsResp
 /// Follows one stream from the start until every new job succeeded, reporting the number of
 /// changes seen so far.
 async fn watch_throughout(
-    mut client: JobServiceClient<Channel>,
+    mut client: Client,
     ready: oneshot::Sender<()>,
     progress: watch::Sender<usize>,
 ) -> Watcher {
@@ -128,7 +124,7 @@ async fn watch_throughout(
 /// other watcher has seen [`MISSED_WHILE_AWAY`] more, then resumes after the last sequence
 /// it saw.
 async fn watch_with_a_gap(
-    mut client: JobServiceClient<Channel>,
+    mut client: Client,
     ready: oneshot::Sender<()>,
     mut others_progress: watch::Receiver<usize>,
 ) -> Watcher {

@@ -43,6 +43,24 @@ pub struct WorkerConfig {
     pub output_dir: PathBuf,
     /// Where each job gets its private work directory (`--work-dir`).
     pub work_dir: PathBuf,
+    /// The worker credential presented to the control plane (`--token`).
+    pub token: WorkerToken,
+    /// PEM CA certificate to trust for an `https://` control plane (`--tls-ca`).
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// A worker credential; never printed, not even by `{:?}`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct WorkerToken(pub String);
+
+impl std::fmt::Debug for WorkerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "WorkerToken(unset)"
+        } else {
+            "WorkerToken(<redacted>)"
+        })
+    }
 }
 
 impl Default for WorkerConfig {
@@ -57,6 +75,8 @@ impl Default for WorkerConfig {
             worker_id,
             output_dir: PathBuf::from(DEFAULT_OUTPUT_DIR),
             work_dir: std::env::temp_dir(),
+            token: WorkerToken::default(),
+            tls_ca: None,
         }
     }
 }
@@ -77,6 +97,15 @@ impl WorkerConfig {
         anyhow::ensure!(
             !self.worker_id.is_empty(),
             "the worker id must not be empty"
+        );
+        anyhow::ensure!(
+            !self.token.0.is_empty(),
+            "no worker credential: set --token (or PRESSWORK_WORKER_TOKEN) to one of the control plane's --worker-token values"
+        );
+        anyhow::ensure!(
+            !self.control_plane.starts_with("https://") || self.tls_ca.is_some(),
+            "{} is an https:// URL: give the CA certificate that signed its certificate with --tls-ca (PRESSWORK_TLS_CA)",
+            self.control_plane
         );
         Ok(())
     }

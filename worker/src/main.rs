@@ -31,6 +31,13 @@ struct Flags {
     /// Where jobs get their private work directories [default: the system temp directory].
     #[arg(long, env = "PRESSWORK_WORK_DIR")]
     work_dir: Option<PathBuf>,
+    /// The worker credential: one of the control plane's --worker-token values. Prefer the
+    /// environment variable: command lines are visible to other users of the machine.
+    #[arg(long, env = "PRESSWORK_WORKER_TOKEN", hide_env_values = true)]
+    token: String,
+    /// PEM CA certificate to trust for an https:// control plane.
+    #[arg(long, env = "PRESSWORK_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -52,6 +59,8 @@ async fn main() -> anyhow::Result<()> {
         worker_id: defaults.worker_id,
         output_dir: flags.output_dir,
         work_dir: flags.work_dir.unwrap_or(defaults.work_dir),
+        token: presswork_worker::WorkerToken(flags.token),
+        tls_ca: flags.tls_ca,
     };
 
     let shutdown = CancellationToken::new();

@@ -81,6 +81,8 @@ struct Link {
 pub(crate) struct WorkerSession {
     config: WorkerConfig,
     endpoint: Endpoint,
+    /// `Bearer <worker credential>`, sent when opening each stream.
+    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     executor: Executor,
     events: mpsc::UnboundedReceiver<ConnectRequest>,
     /// Messages produced while disconnected, in order.
@@ -105,6 +107,25 @@ impl WorkerSession {
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
+        let endpoint = match &config.tls_ca {
+            Some(ca) => {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot read the CA certificate {} (--tls-ca): {e}",
+                        ca.display()
+                    )
+                })?;
+                endpoint.tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                )?
+            }
+            None => endpoint,
+        };
+        let authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("Bearer {}", config.token.0).parse().map_err(|_| {
+                anyhow::anyhow!("--token contains characters that cannot be sent in a header: use letters and digits")
+            })?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let executor = Executor::new(
             ExecutorSettings {
@@ -118,6 +139,7 @@ impl WorkerSession {
         Ok(WorkerSession {
             config,
             endpoint,
+            authorization,
             executor,
             events,
             pending: VecDeque::new(),
@@ -218,13 +240,16 @@ impl WorkerSession {
             let _ = outbound.send(ConnectRequest { msg: Some(msg) });
         }
         let endpoint = self.endpoint.clone();
+        let authorization = self.authorization.clone();
         debug!(url = %self.config.control_plane, "connecting to the control plane");
         Box::pin(async move {
             let open = async {
                 let channel = endpoint.connect().await?;
-                let response = WorkerServiceClient::new(channel)
-                    .connect(UnboundedReceiverStream::new(requests))
-                    .await?;
+                let mut request = tonic::Request::new(UnboundedReceiverStream::new(requests));
+                request
+                    .metadata_mut()
+                    .insert("authorization", authorization);
+                let response = WorkerServiceClient::new(channel).connect(request).await?;
                 anyhow::Ok(response.into_inner())
             };
             let inbound = tokio::time::timeout(CONNECT_TIMEOUT, open)

@@ -86,6 +86,7 @@ async fn start(enable_test_reports: bool) -> Harness {
         enable_test_reports,
         output_dir: output.path().to_path_buf(),
         work_dir: work.path().to_path_buf(),
+        token: presswork_worker::WorkerToken("session-test-worker-token".into()),
         ..WorkerConfig::default()
     };
     let shutdown = CancellationToken::new();

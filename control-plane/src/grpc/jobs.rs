@@ -74,7 +74,7 @@ impl JobService for JobApi {
                 NewJob {
                     report: req.report,
                     params,
-                    submitted_by: caller.name,
+                    submitted_by: caller.name().to_string(),
                 },
                 now_ms(),
             )
@@ -199,7 +199,7 @@ impl JobService for JobApi {
         let timeout =
             i64::try_from(self.dispatcher.timing().cancel_timeout.as_millis()).unwrap_or(i64::MAX);
         let event = JobEvent::Cancel {
-            actor: caller.name.clone(),
+            actor: caller.name().to_string(),
             reason: req.reason.clone(),
             deadline: now.saturating_add(timeout),
         };
@@ -229,11 +229,11 @@ impl JobService for JobApi {
                 let note = LogDraft {
                     level: LogLevel::Warn,
                     event: "cancel.ignored",
-                    actor: caller.name.clone(),
+                    actor: caller.name().to_string(),
                     stage: applied.job.stage,
                     message: format!(
                         "cancel by {} ignored: the job finished as {} before the cancel took effect",
-                        caller.name,
+                        caller.name(),
                         status.short_name()
                     ),
                 };

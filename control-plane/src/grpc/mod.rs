@@ -1,6 +1,7 @@
 //! The gRPC services: one file per service, the caller identity layer, and the one mapping
 //! of store errors to gRPC statuses.
 
+pub mod auth;
 pub mod caller;
 pub mod jobs;
 pub mod workers;
@@ -18,6 +19,12 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         )),
         StoreError::Contended => {
             Status::aborted("the job changed many times while this request was applied: try again")
+        }
+        StoreError::UserExists(name) => {
+            Status::already_exists(format!("user {name} already exists: pick another name"))
+        }
+        StoreError::UserNotFound(name) => {
+            Status::not_found(format!("user {name} not found: `users list` shows them"))
         }
         StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
             error!(error = %e, "store error");

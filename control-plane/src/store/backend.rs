@@ -38,9 +38,12 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await?;
-            migrator(&[include_str!("../../migrations/postgres/0001_init.sql")])
-                .run(&pool)
-                .await?;
+            migrator(&[
+                include_str!("../../migrations/postgres/0001_init.sql"),
+                include_str!("../../migrations/postgres/0002_users.sql"),
+            ])
+            .run(&pool)
+            .await?;
             Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
@@ -53,9 +56,12 @@ impl Db {
                 .max_connections(8)
                 .connect_with(options)
                 .await?;
-            migrator(&[include_str!("../../migrations/sqlite/0001_init.sql")])
-                .run(&pool)
-                .await?;
+            migrator(&[
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+                include_str!("../../migrations/sqlite/0002_users.sql"),
+            ])
+            .run(&pool)
+            .await?;
             Ok(Db::Sqlite(pool))
         } else {
             Err(StoreError::Database(sqlx::Error::Configuration(

@@ -7,6 +7,7 @@
 mod backend;
 mod jobs;
 mod rows;
+mod users;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use tokio::sync::broadcast;
 pub use backend::Db;
 pub use jobs::{Applied, JobFilter, NewJob, NewLogLine};
 pub use rows::job_to_wire;
+pub use users::UserRecord;
 
 /// Errors of the store. Database details stay in the server log; clients see [`StoreError`]
 /// mapped to a generic message.
@@ -31,6 +33,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the job kept changing under this update; try again")]
     Contended,
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("user {0} not found")]
+    UserNotFound(String),
 }
 
 /// A committed change of a job, as watchers see it.
