@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use presswork_proto::v1::{
@@ -15,8 +14,8 @@ use tonic::Status;
 
 use crate::client::JobsClient;
 use crate::error::CliError;
-use crate::output;
 use crate::resume::{ReconnectPolicy, Reconnector, WatchCursor};
+use crate::{now_ms, output};
 
 /// The largest page the control plane serves (`ListJobsRequest.page_size`).
 const MAX_PAGE_SIZE: usize = 1_000;
@@ -132,9 +131,7 @@ impl Context<'_> {
     }
 
     fn print_json(&mut self, value: &Value) -> Result<(), CliError> {
-        let text = serde_json::to_string_pretty(value).map_err(std::io::Error::from)?;
-        writeln!(self.out, "{text}")?;
-        Ok(())
+        crate::write_json(self.out, value)
     }
 
     fn print_json_line(&mut self, value: &Value) -> Result<(), CliError> {
@@ -143,14 +140,6 @@ impl Context<'_> {
         self.out.flush()?;
         Ok(())
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 /// Runs one `jobs` command.

@@ -1,19 +1,25 @@
 //! The `presswork` command-line client of the Presswork control plane.
 //!
-//! `main` parses the command line and calls [`run`]; the commands live in [`jobs`], the
+//! `main` parses the command line and calls [`run`]; signing in and out lives in
+//! [`account`] (with the stored token in [`token`]), the job commands in [`jobs`], the
 //! rendering for people and for machines in [`output`], and the exit-code mapping in
 //! [`error`].
 
+pub mod account;
 pub mod client;
 pub mod error;
 pub mod jobs;
 pub mod output;
 pub mod resume;
+pub mod token;
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 
+use crate::account::{AccountCommand, Environment};
 use crate::client::CallCredentials;
 use crate::error::CliError;
 use crate::jobs::{Context, JobsCommand};
@@ -29,16 +35,21 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
     version,
     about = "Submit, watch and cancel Presswork report jobs.",
     long_about = "Submit, watch and cancel Presswork report jobs.\n\n\
-        Talks gRPC to a Presswork control plane. Output is for people unless --json is \
-        given; errors go to stderr with what happened and what to do.",
+        Talks gRPC to a Presswork control plane. Sign in first with `presswork login \
+        --username <name>`. Output is for people unless --json is given; errors go to \
+        stderr with what happened and what to do.",
     after_help = "Run `presswork --help` for exit codes and environment variables.",
     after_long_help = error::EXIT_CODES_HELP
 )]
 pub struct Cli {
-    /// The control plane URL.
+    /// The control plane URL (http:// or https://).
     #[arg(long, global = true, env = "PRESSWORK_SERVER", value_name = "URL",
           default_value = DEFAULT_SERVER)]
     pub server: String,
+    /// The PEM certificate of the CA that signed the control plane's certificate; needed
+    /// for an https:// server.
+    #[arg(long, global = true, env = "PRESSWORK_TLS_CA", value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
     /// Machine output: JSON objects (one per line for watch and log) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -50,30 +61,62 @@ pub struct Cli {
 /// The top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// `login`, `logout`, `whoami`.
+    #[command(flatten)]
+    Account(AccountCommand),
     /// Work with report jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
 }
 
-/// Runs a parsed command line. `token` is the `PRESSWORK_TOKEN` value, if set; results go
-/// to `out`, notes to `err`.
-pub async fn run(
+/// Runs a parsed command line. `env` holds the token sources and standard input; results
+/// go to `out`, notes to `err`.
+pub async fn run<'a>(
     cli: Cli,
-    token: Option<&str>,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
+    env: Environment<'a>,
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
 ) -> Result<(), CliError> {
-    let credentials = CallCredentials::from_token(token)?;
-    let client = client::jobs_client(&cli.server, credentials)?;
+    let command = match cli.command {
+        Command::Account(command) => {
+            let mut ctx = account::Context {
+                server: cli.server,
+                tls_ca: cli.tls_ca,
+                json: cli.json,
+                env,
+                out,
+                err,
+            };
+            return account::run(command, &mut ctx).await;
+        }
+        Command::Jobs(command) => command,
+    };
+    let credentials = CallCredentials::from_token(env.token()?.as_ref())?;
+    let channel = client::channel(&cli.server, cli.tls_ca.as_deref())?;
     let mut ctx = Context {
-        client,
+        client: client::jobs_client(channel, credentials),
         server: cli.server,
         json: cli.json,
         reconnect: ReconnectPolicy::default(),
         out,
         err,
     };
-    match cli.command {
-        Command::Jobs(command) => jobs::run(command, &mut ctx).await,
-    }
+    jobs::run(command, &mut ctx).await
+}
+
+/// Writes `value` as pretty-printed JSON and a line break (the `--json` output of a
+/// command that prints one object).
+pub(crate) fn write_json(out: &mut dyn Write, value: &serde_json::Value) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::from)?;
+    writeln!(out, "{text}")?;
+    Ok(())
+}
+
+/// The current time in Unix epoch milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }

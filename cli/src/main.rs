@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use presswork_cli::Cli;
+use presswork_cli::account::Environment;
+use presswork_cli::token::TokenFile;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,14 +24,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut stdin = std::io::stdin().lock();
+    let env = Environment {
+        token: token.as_deref(),
+        token_file: TokenFile::in_config_dir(dirs::config_dir()),
+        stdin: &mut stdin,
+    };
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr();
-    let result = runtime.block_on(presswork_cli::run(
-        cli,
-        token.as_deref(),
-        &mut out,
-        &mut err,
-    ));
+    let result = runtime.block_on(presswork_cli::run(cli, env, &mut out, &mut err));
     let flushed = out.flush();
     match result.and(flushed.map_err(Into::into)) {
         Ok(()) => ExitCode::SUCCESS,

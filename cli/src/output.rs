@@ -10,7 +10,7 @@
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use presswork_proto::v1::{
     CancelJobResponse, CancelOutcome, CancelResolution, CancelState, Job, JobStatus, LogEntry,
-    LogLevel, Stage, WatchJobsResponse, watch_jobs_response::Kind,
+    LogLevel, Role, Stage, User, WatchJobsResponse, watch_jobs_response::Kind,
 };
 use serde_json::{Map, Value, json};
 
@@ -65,6 +65,17 @@ pub fn level_name(raw: i32) -> &'static str {
         Ok(LogLevel::Info) => "INFO",
         Ok(LogLevel::Warn) => "WARN",
         Ok(LogLevel::Error) => "ERROR",
+        Err(_) => "UNKNOWN",
+    }
+}
+
+/// The short name of a raw `Role`: `ADMINISTRATOR`, `OPERATOR`, `VIEWER`.
+pub fn role_name(raw: i32) -> &'static str {
+    match Role::try_from(raw) {
+        Ok(Role::Unspecified) => "UNSPECIFIED",
+        Ok(Role::Viewer) => "VIEWER",
+        Ok(Role::Operator) => "OPERATOR",
+        Ok(Role::Administrator) => "ADMINISTRATOR",
         Err(_) => "UNKNOWN",
     }
 }
@@ -323,9 +334,64 @@ pub fn log_entry_to_json(entry: &LogEntry) -> Value {
     })
 }
 
+/// Who is signed in and until when, for `login --json` and `whoami --json`:
+/// `{ "username": "ada", "role": "ADMINISTRATOR", "token_expires_at": "2023-11-15T10:13:20.000Z" }`.
+/// Never the token itself.
+pub fn session_to_json(user: &User, token_expires_at_unix_ms: i64) -> Value {
+    json!({
+        "username": user.username,
+        "role": role_name(user.role),
+        "token_expires_at": time_or_null(token_expires_at_unix_ms),
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // People
 // ---------------------------------------------------------------------------------------
+
+/// A token expiry for people: `2023-11-15 10:13:20 UTC`, or `-` when unknown.
+fn expiry(unix_ms: i64) -> String {
+    if unix_ms == 0 {
+        "-".to_owned()
+    } else {
+        format!("{} UTC", table_time(unix_ms))
+    }
+}
+
+/// The answer to `presswork login`:
+/// `signed in as ada (role administrator) until 2023-11-15 10:13:20 UTC`.
+pub fn signed_in_line(user: &User, token_expires_at_unix_ms: i64) -> String {
+    format!(
+        "signed in as {} (role {}) until {}",
+        user.username,
+        role_name(user.role).to_ascii_lowercase(),
+        expiry(token_expires_at_unix_ms)
+    )
+}
+
+/// The lines of `presswork whoami`: the user, their role, when the token expires (and how
+/// long that is from `now_ms`), and where the token came from (`token_source`).
+pub fn whoami_details(
+    user: &User,
+    token_expires_at_unix_ms: i64,
+    now_ms: i64,
+    token_source: String,
+) -> Vec<(&'static str, String)> {
+    let remaining = match u64::try_from(token_expires_at_unix_ms.saturating_sub(now_ms)) {
+        _ if token_expires_at_unix_ms == 0 => String::new(),
+        Ok(ms) if ms > 0 => format!(" (in {})", format_duration_ms(ms)),
+        _ => " (expired)".to_owned(),
+    };
+    vec![
+        ("user", user.username.clone()),
+        ("role", role_name(user.role).to_ascii_lowercase()),
+        (
+            "token expires",
+            format!("{}{remaining}", expiry(token_expires_at_unix_ms)),
+        ),
+        ("token from", token_source),
+    ]
+}
 
 /// The headers of [`job_table`], in order.
 pub const JOB_TABLE_HEADERS: [&str; 8] = [
@@ -638,6 +704,43 @@ pub fn log_line(entry: &LogEntry) -> String {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    fn ada() -> User {
+        User {
+            username: "ada".to_owned(),
+            role: Role::Administrator as i32,
+            disabled: false,
+        }
+    }
+
+    #[test]
+    fn sessions_show_user_role_and_expiry_but_no_token() {
+        let expires = T0 + 12 * 3_600_000;
+        assert_eq!(
+            signed_in_line(&ada(), expires),
+            "signed in as ada (role administrator) until 2023-11-15 10:13:20 UTC"
+        );
+        assert_eq!(
+            session_to_json(&ada(), expires),
+            json!({
+                "username": "ada",
+                "role": "ADMINISTRATOR",
+                "token_expires_at": "2023-11-15T10:13:20.000Z",
+            })
+        );
+        let lines = whoami_details(&ada(), expires, T0, "PRESSWORK_TOKEN".to_owned());
+        assert_eq!(
+            render_key_values(&lines),
+            "user           ada\n\
+             role           administrator\n\
+             token expires  2023-11-15 10:13:20 UTC (in 12h00m)\n\
+             token from     PRESSWORK_TOKEN"
+        );
+        let lines = whoami_details(&ada(), T0, T0 + 1, String::new());
+        assert_eq!(lines[2].1, "2023-11-14 22:13:20 UTC (expired)");
+        assert_eq!(role_name(Role::Viewer as i32), "VIEWER");
+        assert_eq!(role_name(42), "UNKNOWN");
+    }
 
     /// 2023-11-14T22:13:20.000Z
     const T0: i64 = 1_700_000_000_000;

@@ -1,5 +1,6 @@
-//! The CLI against an in-process fake `JobService`: paging, error mapping, the bearer
-//! token, and resuming watched streams without losing or repeating anything.
+//! The CLI against an in-process fake `JobService` and `AuthService`: paging, error
+//! mapping, the bearer token, resuming watched streams without losing or repeating
+//! anything, signing in and out, and TLS.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,32 +8,41 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use presswork_cli::client::{CallCredentials, jobs_client};
+use presswork_cli::account::Environment;
+use presswork_cli::client::{self, CallCredentials, jobs_client};
 use presswork_cli::error::{CliError, ExitCode};
 use presswork_cli::jobs::{self, Context};
 use presswork_cli::resume::ReconnectPolicy;
+use presswork_cli::token::{Token, TokenFile, TokenSource};
 use presswork_cli::{Cli, Command};
+use presswork_proto::v1::auth_service_server::{AuthService, AuthServiceServer};
 use presswork_proto::v1::job_service_server::{JobService, JobServiceServer};
 use presswork_proto::v1::{
     CancelJobRequest, CancelJobResponse, CancelOutcome, GetJobLogRequest, GetJobLogResponse,
     GetJobRequest, GetJobResponse, Job, JobStatus, ListJobsRequest, ListJobsResponse, LogEntry,
-    LogLevel, SubmitJobRequest, SubmitJobResponse, WatchJobLogRequest, WatchJobLogResponse,
-    WatchJobsRequest, WatchJobsResponse, watch_jobs_response::Kind,
+    LogLevel, LoginRequest, LoginResponse, Role, SubmitJobRequest, SubmitJobResponse, User,
+    WatchJobLogRequest, WatchJobLogResponse, WatchJobsRequest, WatchJobsResponse, WhoAmIRequest,
+    WhoAmIResponse, watch_jobs_response::Kind,
 };
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 /// The fake serves at most this many jobs per page, whatever the client asks for.
 const SERVER_PAGE_CAP: usize = 50;
 const ADMIN_TOKEN: &str = "admin-token";
+const ADA_PASSWORD: &str = "correct horse battery staple";
+/// 2023-11-15T10:13:20Z
+const TOKEN_EXPIRES_AT_MS: i64 = 1_700_043_200_000;
 
 type Reply<T> = Result<Response<T>, Status>;
 type Items<T> = tokio_stream::Iter<std::vec::IntoIter<Result<T, Status>>>;
 
 #[derive(Default)]
 struct Recorded {
+    logins: Vec<(String, String)>,
     list_requests: Vec<ListJobsRequest>,
     submitted: Vec<SubmitJobRequest>,
     authorizations: Vec<Option<String>>,
@@ -77,14 +87,60 @@ fn entry(id: u64, event: &str) -> Result<WatchJobLogResponse, Status> {
     })
 }
 
+fn authorization<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
 impl FakeJobs {
     fn record_authorization<T>(&self, request: &Request<T>) {
-        let value = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
+        let value = authorization(request);
         self.recorded.lock().unwrap().authorizations.push(value);
+    }
+}
+
+fn ada() -> User {
+    User {
+        username: "ada".to_owned(),
+        role: Role::Administrator as i32,
+        disabled: false,
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for FakeJobs {
+    async fn login(&self, request: Request<LoginRequest>) -> Reply<LoginResponse> {
+        let LoginRequest { username, password } = request.into_inner();
+        self.recorded
+            .lock()
+            .unwrap()
+            .logins
+            .push((username.clone(), password.clone()));
+        match (username.as_str(), password.as_str()) {
+            ("ada", ADA_PASSWORD) => Ok(Response::new(LoginResponse {
+                token: ADMIN_TOKEN.to_owned(),
+                expires_at_unix_ms: TOKEN_EXPIRES_AT_MS,
+                user: Some(ada()),
+            })),
+            ("mallory", _) => Err(Status::resource_exhausted(
+                "too many sign-in attempts for this user: wait a minute and try again",
+            )),
+            _ => Err(Status::unauthenticated("wrong username or password")),
+        }
+    }
+
+    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Reply<WhoAmIResponse> {
+        self.record_authorization(&request);
+        if authorization(&request) != Some(format!("Bearer {ADMIN_TOKEN}")) {
+            return Err(Status::unauthenticated("this call needs a bearer token"));
+        }
+        Ok(Response::new(WhoAmIResponse {
+            user: Some(ada()),
+            token_expires_at_unix_ms: TOKEN_EXPIRES_AT_MS,
+        }))
     }
 }
 
@@ -110,6 +166,7 @@ impl JobService for FakeJobs {
     }
 
     async fn list_jobs(&self, request: Request<ListJobsRequest>) -> Reply<ListJobsResponse> {
+        self.record_authorization(&request);
         let request = request.into_inner();
         let offset: usize = request.page_token.parse().unwrap_or(0);
         let size = (request.page_size as usize).min(SERVER_PAGE_CAP);
@@ -212,13 +269,29 @@ impl JobService for FakeJobs {
 }
 
 async fn start_fake() -> (Arc<FakeJobs>, SocketAddr) {
+    start_fake_with(Server::builder()).await
+}
+
+/// The fake behind TLS, with the test certificate for `localhost` in `tests/tls`.
+async fn start_fake_with_tls() -> (Arc<FakeJobs>, SocketAddr) {
+    let identity = Identity::from_pem(
+        include_str!("tls/server.pem"),
+        include_str!("tls/server.key"),
+    );
+    let server = Server::builder()
+        .tls_config(ServerTlsConfig::new().identity(identity))
+        .unwrap();
+    start_fake_with(server).await
+}
+
+async fn start_fake_with(mut server: Server) -> (Arc<FakeJobs>, SocketAddr) {
     let fake = Arc::new(FakeJobs::default());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let service = JobServiceServer::from_arc(Arc::clone(&fake));
     tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
+        server
+            .add_service(JobServiceServer::from_arc(Arc::clone(&fake)))
+            .add_service(AuthServiceServer::from_arc(Arc::clone(&fake)))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     (fake, address)
@@ -255,13 +328,19 @@ async fn presswork(address: SocketAddr, token: Option<&str>, args: &[&str]) -> O
             .chain(args.iter().copied()),
     )
     .unwrap();
-    let Command::Jobs(command) = cli.command;
+    let Command::Jobs(command) = cli.command else {
+        panic!("not a jobs command: {args:?}");
+    };
     let mut out = Vec::new();
     let mut err = Vec::new();
     let result = async {
-        let credentials = CallCredentials::from_token(token)?;
+        let token = token.map(|value| Token {
+            value: value.to_owned(),
+            source: TokenSource::Environment,
+        });
+        let credentials = CallCredentials::from_token(token.as_ref())?;
         let mut ctx = Context {
-            client: jobs_client(&server, credentials)?,
+            client: jobs_client(client::channel(&server, None)?, credentials),
             server: server.clone(),
             json: cli.json,
             reconnect: ReconnectPolicy {
@@ -423,7 +502,7 @@ async fn cancel_errors_map_to_their_exit_codes() {
     assert_eq!(denied.exit_code(), ExitCode::PermissionDenied);
     let message = denied.result.unwrap_err().to_string();
     assert!(
-        message.contains("Log in with an administrator account"),
+        message.contains("presswork login --username <name>"),
         "{message}"
     );
 
@@ -506,4 +585,226 @@ async fn log_follow_resumes_after_the_last_entry_and_ends_with_the_job() {
         .collect();
     assert_eq!(events, ["job.submitted", "job.started", "job.succeeded"]);
     assert_eq!(fake.recorded.lock().unwrap().log_after, [0, 2]);
+}
+
+/// A user's machine: a control plane to talk to and a configuration directory of its own.
+struct Desk {
+    server: String,
+    token_file: TokenFile,
+    _config: tempfile::TempDir,
+}
+
+impl Desk {
+    fn new(server: String) -> Self {
+        let config = tempfile::tempdir().unwrap();
+        let token_file = TokenFile::in_config_dir(Some(config.path().join("config"))).unwrap();
+        Self {
+            server,
+            token_file,
+            _config: config,
+        }
+    }
+
+    /// Runs `presswork --server <server> <args>` as `main` does, with `env_token` as
+    /// PRESSWORK_TOKEN and `stdin` as standard input.
+    async fn presswork(&self, env_token: Option<&str>, stdin: &str, args: &[&str]) -> Outcome {
+        let cli = Cli::try_parse_from(
+            ["presswork", "--server", &self.server]
+                .into_iter()
+                .chain(args.iter().copied()),
+        )
+        .unwrap();
+        let mut stdin = stdin.as_bytes();
+        let env = Environment {
+            token: env_token,
+            token_file: Some(self.token_file.clone()),
+            stdin: &mut stdin,
+        };
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let result = presswork_cli::run(cli, env, &mut out, &mut err).await;
+        Outcome {
+            result,
+            out: String::from_utf8(out).unwrap(),
+            err: String::from_utf8(err).unwrap(),
+        }
+    }
+
+    async fn login(&self, env_token: Option<&str>, username: &str, password: &str) -> Outcome {
+        let args = ["login", "--username", username, "--password-stdin"];
+        self.presswork(env_token, &format!("{password}\n"), &args)
+            .await
+    }
+}
+
+fn tls_fixture(name: &str) -> String {
+    format!("{}/tests/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test]
+async fn login_keeps_the_token_for_later_commands_until_logout() {
+    let (fake, address) = start_fake().await;
+    let desk = Desk::new(format!("http://{address}"));
+
+    let login = desk.login(None, "ada", ADA_PASSWORD).await;
+    assert!(login.result.is_ok(), "{:?}", login.result);
+    assert_eq!(
+        login.out,
+        "signed in as ada (role administrator) until 2023-11-15 10:13:20 UTC\n"
+    );
+    assert_eq!(login.err, "");
+    assert_eq!(
+        fake.recorded.lock().unwrap().logins,
+        [("ada".to_owned(), ADA_PASSWORD.to_owned())]
+    );
+    assert_eq!(
+        desk.token_file.load().unwrap().as_deref(),
+        Some(ADMIN_TOKEN)
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let metadata = std::fs::metadata(desk.token_file.path()).unwrap();
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+    }
+
+    // The stored token is sent; PRESSWORK_TOKEN, when set and not empty, wins.
+    for env_token in [None, Some("env-token"), Some("")] {
+        let list = desk
+            .presswork(env_token, "", &["jobs", "list", "--limit", "1"])
+            .await;
+        assert!(list.result.is_ok(), "{:?}", list.result);
+    }
+    let whoami = desk.presswork(None, "", &["whoami"]).await;
+    assert!(whoami.result.is_ok(), "{:?}", whoami.result);
+    assert!(
+        whoami
+            .out
+            .starts_with("user           ada\nrole           administrator\n"),
+        "{}",
+        whoami.out
+    );
+    let whoami = desk.presswork(None, "", &["--json", "whoami"]).await;
+    let value: Value = serde_json::from_str(&whoami.out).unwrap();
+    assert_eq!(value["username"], "ada");
+    assert_eq!(value["role"], "ADMINISTRATOR");
+    assert_eq!(value["token_expires_at"], "2023-11-15T10:13:20.000Z");
+
+    let logout = desk.presswork(None, "", &["logout"]).await;
+    assert!(logout.result.is_ok(), "{:?}", logout.result);
+    assert_eq!(logout.out, "signed out\n");
+    assert!(!desk.token_file.path().exists());
+    let again = desk.presswork(None, "", &["logout"]).await;
+    assert_eq!(again.out, "not signed in: there was no stored token\n");
+
+    // Signed out: nothing is sent, and the error says how to sign in.
+    let list = desk
+        .presswork(None, "", &["jobs", "list", "--limit", "1"])
+        .await;
+    assert!(list.result.is_ok(), "{:?}", list.result);
+    let whoami = desk.presswork(None, "", &["whoami"]).await;
+    assert_eq!(whoami.exit_code(), ExitCode::PermissionDenied);
+    let message = whoami.result.unwrap_err().to_string();
+    assert!(
+        message.contains("presswork login --username <name>"),
+        "{message}"
+    );
+
+    let bearer = Some(format!("Bearer {ADMIN_TOKEN}"));
+    assert_eq!(
+        fake.recorded.lock().unwrap().authorizations,
+        [
+            bearer.clone(),
+            Some("Bearer env-token".to_owned()),
+            bearer.clone(),
+            bearer.clone(),
+            bearer,
+            None,
+            None,
+        ]
+    );
+    // Neither the password nor the token is ever printed.
+    for outcome in [&login, &logout] {
+        for secret in [ADA_PASSWORD, ADMIN_TOKEN] {
+            assert!(!outcome.out.contains(secret) && !outcome.err.contains(secret));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_sign_in_keeps_nothing_and_says_why() {
+    let (_fake, address) = start_fake().await;
+    let desk = Desk::new(format!("http://{address}"));
+
+    let wrong = desk.login(None, "ada", "guess").await;
+    assert_eq!(wrong.exit_code(), ExitCode::PermissionDenied);
+    let message = wrong.result.unwrap_err().to_string();
+    assert!(
+        message.starts_with("wrong username or password for `ada`"),
+        "{message}"
+    );
+
+    let limited = desk.login(None, "mallory", "guess").await;
+    assert_eq!(limited.exit_code(), ExitCode::Generic);
+    assert_eq!(
+        limited.result.unwrap_err().to_string(),
+        "too many sign-in attempts for this user: wait a minute and try again"
+    );
+
+    let empty = desk.login(None, "ada", "").await;
+    assert_eq!(empty.exit_code(), ExitCode::Usage);
+    assert!(!desk.token_file.path().exists());
+}
+
+#[tokio::test]
+async fn a_sign_in_while_presswork_token_is_set_says_which_is_used() {
+    let (_fake, address) = start_fake().await;
+    let desk = Desk::new(format!("http://{address}"));
+    let login = desk.login(Some("env-token"), "ada", ADA_PASSWORD).await;
+    assert!(login.result.is_ok(), "{:?}", login.result);
+    assert!(
+        login.err.contains("PRESSWORK_TOKEN is set"),
+        "{}",
+        login.err
+    );
+    assert_eq!(
+        desk.token_file.load().unwrap().as_deref(),
+        Some(ADMIN_TOKEN)
+    );
+}
+
+#[tokio::test]
+async fn https_needs_the_ca_that_signed_the_control_plane() {
+    let (_fake, address) = start_fake_with_tls().await;
+    let desk = Desk::new(format!("https://localhost:{}", address.port()));
+    let desk = &desk;
+    let whoami_trusting = |ca: Option<String>| async move {
+        let mut args = Vec::new();
+        if let Some(ca) = &ca {
+            args.extend(["--tls-ca", ca.as_str()]);
+        }
+        args.push("whoami");
+        desk.presswork(Some(ADMIN_TOKEN), "", &args).await
+    };
+
+    let no_ca = whoami_trusting(None).await;
+    assert_eq!(no_ca.exit_code(), ExitCode::Usage);
+    let message = no_ca.result.unwrap_err().to_string();
+    assert!(message.contains("--tls-ca"), "{message}");
+
+    let trusted = whoami_trusting(Some(tls_fixture("ca.pem"))).await;
+    assert!(trusted.result.is_ok(), "{:?}", trusted.result);
+    assert!(
+        trusted.out.starts_with("user           ada\n"),
+        "{}",
+        trusted.out
+    );
+
+    let untrusted = whoami_trusting(Some(tls_fixture("other-ca.pem"))).await;
+    assert_eq!(untrusted.exit_code(), ExitCode::Unavailable);
+    let message = untrusted.result.unwrap_err().to_string();
+    assert!(
+        message.starts_with("cannot trust the control plane at https://localhost"),
+        "{message}"
+    );
 }
