@@ -108,6 +108,7 @@ async fn run(store: Store, ids: Vec<String>, op: Op) {
         Op::Delivered { .. } => JobEvent::CancelDelivered {
             attempt: current,
             worker_id: "w".into(),
+            redelivery: false,
         },
         Op::Ack { .. } => JobEvent::CancelAcknowledged {
             attempt: current,

@@ -223,6 +223,7 @@ async fn cancel_lifecycle_records_milestones_events_and_log(store: Store) {
             &JobEvent::CancelDelivered {
                 attempt: 1,
                 worker_id: "w1".into(),
+                redelivery: false,
             },
             6,
         )

@@ -106,18 +106,21 @@ impl JobControl {
         &self.token
     }
 
-    /// Fires the token at once (the first reason given is kept), then settles the race with
-    /// [`JobControl::enter_point_of_no_return`].
+    /// Fires the token at once (the first reason given is kept), having first settled the race
+    /// with [`JobControl::enter_point_of_no_return`] and [`JobControl::finish`]: a job whose code
+    /// has not stopped yet always gets `Fired` (and so an acknowledgement), however fast its
+    /// stage then returns.
     pub(crate) fn cancel(&self, reason: CancelReason) -> CancelEffect {
         let _ = self.cause.set(Cause {
             reason,
             fired_at: Instant::now(),
         });
-        self.token.cancel();
-        match self
-            .commit
-            .compare_exchange(RUNNING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-        {
+        let effect = match self.commit.compare_exchange(
+            RUNNING,
+            CANCELLED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) | Err(CANCELLED) => CancelEffect::Fired {
                 past_point_of_no_return: false,
             },
@@ -125,7 +128,9 @@ impl JobControl {
                 past_point_of_no_return: true,
             },
             Err(_) => CancelEffect::AlreadyFinished,
-        }
+        };
+        self.token.cancel();
+        effect
     }
 
     /// Claims the point of no return. `false`: a cancel came first and the caller must undo
@@ -138,9 +143,14 @@ impl JobControl {
                 .is_ok()
     }
 
-    /// Marks the job's code as stopped: later cancels are ignored.
+    /// Marks the job's code as stopped: later cancels are ignored. A cancel that settled
+    /// first (CANCELLED) keeps its state, so it is still acknowledged.
     pub(crate) fn finish(&self) {
-        self.commit.store(FINISHED, Ordering::Release);
+        let _ = self
+            .commit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state != CANCELLED).then_some(FINISHED)
+            });
     }
 
     /// The stage the job is in ([`Stage::Unspecified`] before the first one).
@@ -197,14 +207,39 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_job_ignores_cancels_and_keeps_the_first_reason() {
+    fn a_finished_job_ignores_cancels() {
+        let control = JobControl::new();
+        control.finish();
+        assert_eq!(control.cancel(user()), CancelEffect::AlreadyFinished);
+    }
+
+    #[test]
+    fn the_first_reason_is_kept() {
         let control = JobControl::new();
         control.cancel(CancelReason::WorkerShutdown);
         control.cancel(user());
-        control.finish();
-        assert_eq!(control.cancel(user()), CancelEffect::AlreadyFinished);
         let (reason, _) = control.stop_cause().expect("cancelled");
         assert_eq!(reason, CancelReason::WorkerShutdown);
+    }
+
+    #[test]
+    fn a_cancel_that_beats_the_finish_is_acknowledged_even_if_the_stage_returns_at_once() {
+        let control = JobControl::new();
+        // The cancel settles first; the stage sees its token and the job finishes.
+        assert_eq!(
+            control.cancel(user()),
+            CancelEffect::Fired {
+                past_point_of_no_return: false
+            }
+        );
+        control.finish();
+        // A duplicate cancel of the same attempt still reads as fired, never as finished first.
+        assert_eq!(
+            control.cancel(user()),
+            CancelEffect::Fired {
+                past_point_of_no_return: false
+            }
+        );
     }
 
     #[test]

@@ -116,11 +116,13 @@ impl Dispatcher {
     /// A cancel moved `job` to CANCELLING: send it to the job's worker now (the latency that
     /// matters), record the delivery, and arm the deadline.
     pub fn cancel_requested(self: &Arc<Self>, job: &JobRecord) {
-        self.send_cancel(job);
+        self.send_cancel(job, false);
         self.arm_cancel_deadline(job);
     }
 
-    fn send_cancel(self: &Arc<Self>, job: &JobRecord) {
+    /// Sends the cancel on the worker's stream, then records the delivery (in the background:
+    /// the worker's answer may be recorded first, and then fills the delivery in itself).
+    fn send_cancel(self: &Arc<Self>, job: &JobRecord, redelivery: bool) {
         let Some(session) = self.session(&job.worker_id) else {
             info!(job_id = %job.id, worker_id = %job.worker_id, "worker not connected; the cancel is sent when it reconnects");
             return;
@@ -138,6 +140,7 @@ impl Dispatcher {
         let event = JobEvent::CancelDelivered {
             attempt: job.attempt,
             worker_id: job.worker_id.clone(),
+            redelivery,
         };
         let job_id = job.id.clone();
         self.tasks.spawn(async move {

@@ -140,7 +140,7 @@ async fn reconcile(
             };
             dispatcher.apply_logged(&job.id, &lost).await;
         } else if job.status == presswork_proto::v1::JobStatus::Cancelling {
-            dispatcher.send_cancel(job);
+            dispatcher.send_cancel(job, true);
         }
     }
     for (job_id, attempt) in known {

@@ -224,6 +224,10 @@ impl JobService for JobApi {
                         .to_string(),
                 ),
             },
+            Err(Refusal::NotCancellable { .. }) if seen.status == JobStatus::Cancelling => {
+                // A cancel already in progress ended the job meanwhile: this one added nothing.
+                (CancelOutcome::AlreadyCancelling, "A cancel of this job was already in progress and has since ended it; nothing more was done.".to_string())
+            }
             Err(Refusal::NotCancellable { status }) if !seen.status.is_terminal() => {
                 // The job finished between our read and the cancel: the cancel is ignored (AC-005).
                 let note = LogDraft {
@@ -238,7 +242,7 @@ impl JobService for JobApi {
                     ),
                 };
                 self.store()
-                    .append_note(&applied.job, &note, now)
+                    .append_note(&applied.job, &note, now_ms())
                     .await
                     .map_err(store_status)?;
                 (

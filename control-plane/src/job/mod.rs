@@ -80,10 +80,12 @@ pub enum JobEvent {
         reason: String,
         deadline: i64,
     },
-    /// The cancel command was handed to the worker's stream.
+    /// The cancel command was handed to the worker's stream (`redelivery`: again, after the
+    /// worker reconnected).
     CancelDelivered {
         attempt: u32,
         worker_id: String,
+        redelivery: bool,
     },
     /// The worker fired the job's token.
     CancelAcknowledged {
@@ -273,14 +275,23 @@ pub fn apply(job: &JobRecord, event: &JobEvent, now: i64) -> Result<Decision, Re
                 }
             }
         }
-        JobEvent::CancelDelivered { worker_id, .. } => {
+        JobEvent::CancelDelivered {
+            worker_id,
+            redelivery,
+            ..
+        } => {
             let cancel = next.cancel.get_or_insert_with(CancelRecord::unknown);
-            let message = if cancel.delivered_at == 0 {
-                cancel.delivered_at = now;
-                format!("cancel delivered to worker {worker_id}")
-            } else {
-                format!("cancel delivered again to worker {worker_id} (after a reconnect)")
+            let message = match (cancel.delivered_at == 0, *redelivery) {
+                (true, false) => format!("cancel delivered to worker {worker_id}"),
+                (_, true) => {
+                    format!("cancel delivered again to worker {worker_id} after it reconnected")
+                }
+                // The worker's acknowledgement was recorded first and filled this in.
+                (false, false) => return Ok(decision),
             };
+            if cancel.delivered_at == 0 {
+                cancel.delivered_at = now;
+            }
             decision
                 .log
                 .push(info("cancel.delivered", "system", job.stage, message));
@@ -294,6 +305,7 @@ pub fn apply(job: &JobRecord, event: &JobEvent, now: i64) -> Result<Decision, Re
             if cancel.acknowledged_at != 0 {
                 return Ok(decision); // a duplicate acknowledgement changes nothing
             }
+            fill_delivery(cancel, &mut decision, job, now);
             cancel.acknowledged_at = now;
             cancel.past_point_of_no_return = *past_point_of_no_return;
             let message = if *past_point_of_no_return {
@@ -413,6 +425,7 @@ fn finish(
             reason,
         } if cancelling => {
             let cancel = next.cancel.get_or_insert_with(CancelRecord::unknown);
+            fill_delivery(cancel, decision, job, now);
             cancel.stopped_at = now;
             cancel.stopped_stage = *stage;
             cancel.stop_duration_us = *stop_duration_us;
@@ -441,6 +454,20 @@ fn finish(
             next.error = format!("stopped by the worker: {reason}");
             decision.log.push(failed_entry(*stage, &next.error));
         }
+    }
+}
+
+/// A worker answered a cancel whose delivery was not recorded yet (the record is written after
+/// the send, and can lose the race to the answer): the delivery happened no later than now.
+fn fill_delivery(cancel: &mut CancelRecord, decision: &mut Decision, job: &JobRecord, now: i64) {
+    if cancel.delivered_at == 0 {
+        cancel.delivered_at = now;
+        decision.log.push(info(
+            "cancel.delivered",
+            "system",
+            job.stage,
+            format!("cancel delivered to worker {}", job.worker_id),
+        ));
     }
 }
 

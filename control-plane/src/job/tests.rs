@@ -142,6 +142,7 @@ fn milestones_are_recorded_once_each() {
         &JobEvent::CancelDelivered {
             attempt: 1,
             worker_id: "w1".into(),
+            redelivery: false,
         },
         101,
     )
@@ -364,5 +365,68 @@ fn the_transition_table_matches_the_design() {
     assert_eq!(
         transition(Cancelling, &claim),
         Err(Refusal::NotApplicable { status: Cancelling })
+    );
+}
+
+#[test]
+fn an_answer_that_overtakes_the_delivery_record_fills_it_in_first() {
+    let j = cancelling();
+    let ack = JobEvent::CancelAcknowledged {
+        attempt: 1,
+        stage: Stage::Ingest,
+        past_point_of_no_return: false,
+    };
+    let d = apply(&j, &ack, 105).unwrap();
+    assert_eq!(events(&d), vec!["cancel.delivered", "cancel.acknowledged"]);
+    let j = d.next.unwrap();
+    assert_eq!(
+        j.cancel
+            .as_ref()
+            .map(|c| (c.delivered_at, c.acknowledged_at)),
+        Some((105, 105))
+    );
+    // The late delivery record then changes nothing; a re-delivery after a reconnect is logged.
+    let late = apply(
+        &j,
+        &JobEvent::CancelDelivered {
+            attempt: 1,
+            worker_id: "w1".into(),
+            redelivery: false,
+        },
+        106,
+    )
+    .unwrap();
+    assert!(late.next.is_none() && late.log.is_empty());
+    let again = apply(
+        &j,
+        &JobEvent::CancelDelivered {
+            attempt: 1,
+            worker_id: "w1".into(),
+            redelivery: true,
+        },
+        107,
+    )
+    .unwrap();
+    assert_eq!(events(&again), vec!["cancel.delivered"]);
+    assert_eq!(again.next.unwrap().cancel.unwrap().delivered_at, 105);
+
+    let stop = Outcome::Cancelled {
+        stage: Stage::Ingest,
+        stop_duration_us: 5,
+        forced: false,
+        reason: String::new(),
+    };
+    let d = apply(
+        &cancelling(),
+        &JobEvent::Finished {
+            attempt: 1,
+            outcome: stop,
+        },
+        110,
+    )
+    .unwrap();
+    assert_eq!(
+        events(&d),
+        vec!["cancel.delivered", "cancel.stopped", "job.cancelled"]
     );
 }

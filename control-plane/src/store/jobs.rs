@@ -211,6 +211,7 @@ impl Store {
                 new.submitted_by, new.report
             ),
         };
+        let _turn = self.write_turn().await;
         let (job, entries, change) = with_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             sqlx::query(INSERT_JOB)
@@ -261,6 +262,7 @@ impl Store {
     /// and writes its decision with a compare-and-set, retrying if the job changed meanwhile.
     pub async fn apply(&self, id: &str, event: &JobEvent, now: i64) -> Result<Applied, StoreError> {
         for _ in 0..MAX_CAS_RETRIES {
+            let _turn = self.write_turn().await;
             let written = with_pool!(&self.db, pool => {
                 let mut tx = pool.begin_write().await?;
                 let row: Option<JobRow> =
@@ -308,6 +310,7 @@ impl Store {
             worker_id: worker_id.to_string(),
         };
         for _ in 0..MAX_CAS_RETRIES {
+            let _turn = self.write_turn().await;
             let claimed = with_pool!(&self.db, pool => {
                 let mut tx = pool.begin_write().await?;
                 let row: Option<JobRow> = sqlx::query_as(engine_claim_sql(pool))
@@ -341,6 +344,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         let actor = format!("worker:{}", line.worker_id);
+        let _turn = self.write_turn().await;
         let id: Option<i64> = with_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             if let Some(lock) = engine_order_lock(pool) {
@@ -383,6 +387,7 @@ impl Store {
         draft: &LogDraft,
         now: i64,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let id: i64 = with_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             if let Some(lock) = engine_order_lock(pool) {
@@ -542,6 +547,7 @@ impl Store {
 
     /// Records that a worker was heard from.
     pub async fn worker_seen(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         with_pool!(&self.db, pool => {
             sqlx::query("UPDATE workers SET last_seen_at = $2 WHERE id = $1")
                 .bind(id)

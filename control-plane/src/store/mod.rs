@@ -76,6 +76,10 @@ impl Hub {
 pub struct Store {
     db: Db,
     hub: Hub,
+    /// SQLite has one writer. Writers queue here, in arrival order, instead of in SQLite's
+    /// busy handler, which sleeps in growing steps (up to 100 ms) and made waits long and
+    /// unfair under concurrent cancels. `None` on PostgreSQL.
+    writers: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Store {
@@ -83,10 +87,20 @@ impl Store {
     /// applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let db = Db::connect(url).await?;
+        let writers = matches!(db, Db::Sqlite(_)).then(|| Arc::new(tokio::sync::Mutex::new(())));
         Ok(Store {
             db,
             hub: Hub::new(),
+            writers,
         })
+    }
+
+    /// Waits for this process's turn to write (SQLite only).
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writers {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
     }
 
     pub fn hub(&self) -> &Hub {

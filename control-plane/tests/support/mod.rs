@@ -9,6 +9,33 @@ use sqlx::Connection;
 pub struct TestStore {
     pub store: Store,
     _dir: Option<tempfile::TempDir>,
+    /// (admin URL, database name) of a PostgreSQL database to drop afterwards.
+    postgres: Option<(String, String)>,
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 pub async fn sqlite() -> TestStore {
@@ -18,6 +45,7 @@ pub async fn sqlite() -> TestStore {
     TestStore {
         store,
         _dir: Some(dir),
+        postgres: None,
     }
 }
 
@@ -40,5 +68,9 @@ pub async fn postgres() -> TestStore {
     let store = Store::connect(&format!("{base}/{name}"))
         .await
         .expect("open PostgreSQL store");
-    TestStore { store, _dir: None }
+    TestStore {
+        store,
+        _dir: None,
+        postgres: Some((admin, name)),
+    }
 }
