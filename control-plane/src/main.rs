@@ -23,7 +23,12 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let address = listener.local_addr()?;
     // Exactly one line on stdout, for people and for scripts that start us on port 0.
-    println!("presswork-control-plane listening on http://{address}");
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("presswork-control-plane listening on {scheme}://{address}");
 
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();

@@ -8,8 +8,8 @@ use nix::sys::signal::Signal;
 use presswork_proto::v1::auth_service_client::AuthServiceClient;
 use presswork_proto::v1::job_service_client::JobServiceClient;
 use presswork_proto::v1::{
-    CancelJobRequest, CancelJobResponse, GetJobLogRequest, GetJobRequest, Job, JobStatus,
-    ListJobsRequest, LogEntry, LoginRequest, SubmitJobRequest,
+    CancelJobRequest, CancelJobResponse, CancelOutcome, GetJobLogRequest, GetJobRequest, Job,
+    JobStatus, ListJobsRequest, LogEntry, LoginRequest, SubmitJobRequest,
 };
 use tempfile::TempDir;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -586,6 +586,27 @@ impl Cluster {
             })
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// Cancels the job and checks the answer is `expected`; returns the answer.
+    pub async fn cancel_expecting(
+        &self,
+        job_id: &str,
+        reason: &str,
+        expected: CancelOutcome,
+    ) -> CancelJobResponse {
+        let answer = self
+            .cancel(job_id, reason)
+            .await
+            .unwrap_or_else(|e| panic!("CancelJob {job_id} failed: {e:?}"));
+        assert_eq!(
+            answer.outcome(),
+            expected,
+            "CancelJob {job_id} answered {:?}: {}",
+            answer.outcome(),
+            answer.message
+        );
+        answer
     }
 
     pub async fn get_job(&self, job_id: &str) -> Job {

@@ -15,8 +15,8 @@ pub enum Backend {
     Postgres,
 }
 
-/// The database of one cluster. A PostgreSQL database is dropped with it, unless the test
-/// failed: then it is kept for a look and its name printed.
+/// The database of one cluster. A PostgreSQL database is dropped with it, failed test or not:
+/// the failure message and the kept cluster directory hold what there is to see.
 pub struct TestDatabase {
     url: String,
     postgres: Option<PostgresDatabase>,
@@ -58,7 +58,8 @@ impl PostgresDatabase {
                  CREATEDB. Run `scripts/test`, which starts PostgreSQL 15 and sets it."
             )
         });
-        let name = format!("presswork_test_{}", uuid::Uuid::new_v4().simple());
+        // Its own prefix, so a leftover (a test run killed midway) is easy to attribute.
+        let name = format!("presswork_e2e_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
             panic!("cannot connect to PostgreSQL at {admin_url} ({POSTGRES_URL_ENV}): {e}; `scripts/test` starts it")
         });
@@ -104,15 +105,7 @@ impl PostgresDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some(postgres) = &self.postgres else {
-            return;
-        };
-        if std::thread::panicking() {
-            eprintln!(
-                "kept PostgreSQL database {} of the failed test: {}",
-                postgres.name, postgres.url
-            );
-        } else {
+        if let Some(postgres) = &self.postgres {
             postgres.drop_blocking();
         }
     }

@@ -173,3 +173,14 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::binary_path;
+
+    #[test]
+    #[should_panic(expected = "run `cargo build --workspace --bins` first (scripts/test does it)")]
+    fn a_missing_binary_names_the_command_that_builds_it() {
+        binary_path("presswork-no-such-binary");
+    }
+}

@@ -1,12 +1,34 @@
 //! Running many cancel races in concurrent batches and judging them all.
 
 use std::future::Future;
+use std::time::Instant;
 
 use futures::future::join_all;
 
 use crate::cluster::Cluster;
 use crate::execution_log::describe_job;
 use crate::verdict::{CancelObservation, Tally};
+use crate::waiting::WAIT;
+
+/// Cancels the job now, then waits until it ends and reads its log.
+pub async fn cancel_and_observe(
+    cluster: &Cluster,
+    job_id: &str,
+    reason: &str,
+) -> CancelObservation {
+    let asked = Instant::now();
+    let response = cluster.cancel(job_id, reason).await;
+    let cancel_latency = asked.elapsed();
+    let job = cluster.wait_for_terminal(job_id, WAIT).await;
+    let log = cluster.job_log(job_id).await;
+    CancelObservation {
+        job_id: job_id.to_owned(),
+        response,
+        cancel_latency,
+        job,
+        log,
+    }
+}
 
 /// Runs `race(i)` for `i` in `0..iterations`, `batch` at a time, judges every observation,
 /// then checks that no job changed after it ended (terminal states never change).

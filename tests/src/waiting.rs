@@ -100,6 +100,11 @@ impl Cluster {
             .await
     }
 
+    /// Waits until a worker runs the job.
+    pub async fn wait_until_running(&self, job_id: &str) -> Job {
+        self.wait_for_status(job_id, JobStatus::Running).await
+    }
+
     /// Waits until the job is SUCCEEDED, FAILED or CANCELLED.
     pub async fn wait_for_terminal(&self, job_id: &str, timeout: Duration) -> Job {
         self.wait_for_job(job_id, "terminal", timeout, |j| j.status().is_terminal())

@@ -1,7 +1,7 @@
 //! AC-001: cancelling a queued job makes it CANCELLED at once, and it never runs.
 
 use presswork_proto::v1::{CancelOutcome, CancelResolution, Job, JobStatus};
-use presswork_tests::{Cluster, ExecutionLog, WAIT, describe_job};
+use presswork_tests::{Cluster, ExecutionLog, describe_job};
 
 /// Cancels `job` while it is queued and checks the answer, the state and the log entry that
 /// says who cancelled it, when and why.
@@ -113,11 +113,7 @@ async fn a_job_cancelled_while_every_slot_is_busy_never_runs() {
             &[("slow_stage", "ingest"), ("duration_ms", "6000")],
         )
         .await;
-    cluster
-        .wait_for_job(&blocker.id, "RUNNING", WAIT, |j| {
-            j.status() == JobStatus::Running
-        })
-        .await;
+    cluster.wait_until_running(&blocker.id).await;
     let cancelled = cluster.submit("demo-fast", &[]).await;
     let behind = cluster.submit("demo-fast", &[]).await;
     cancel_while_queued(&cluster, &cancelled).await;

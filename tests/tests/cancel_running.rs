@@ -175,11 +175,7 @@ async fn concurrent_cancels_of_a_cancelling_job_are_idempotent() {
         .start()
         .await;
     let job = cluster.submit("demo-stuck", &[]).await;
-    cluster
-        .wait_for_job(&job.id, "RUNNING", WAIT, |j| {
-            j.status() == JobStatus::Running
-        })
-        .await;
+    cluster.wait_until_running(&job.id).await;
 
     let answers = futures::future::join_all(
         (0..10).map(|i| cluster.cancel(&job.id, if i == 0 { "first" } else { "again" })),

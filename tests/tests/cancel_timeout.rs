@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use presswork_proto::v1::{CancelOutcome, CancelResolution, JobStatus};
-use presswork_tests::{Cluster, ExecutionLog, LONG_WAIT, WAIT, describe_job};
+use presswork_tests::{Cluster, ExecutionLog, LONG_WAIT, describe_job};
 
 const TIMED_OUT: &str = "manual cancellation attempt timed out";
 
@@ -20,22 +20,11 @@ async fn an_unresponsive_job_fails_when_its_cancel_times_out() {
         .start()
         .await;
     let job = cluster.submit("demo-stuck", &[]).await;
-    cluster
-        .wait_for_job(&job.id, "RUNNING", WAIT, |j| {
-            j.status() == JobStatus::Running
-        })
-        .await;
+    cluster.wait_until_running(&job.id).await;
 
-    let answer = cluster
-        .cancel(&job.id, "test: stuck")
-        .await
-        .unwrap_or_else(|e| panic!("CancelJob failed: {e:?}"));
-    assert_eq!(
-        answer.outcome(),
-        CancelOutcome::Cancelling,
-        "{}",
-        answer.message
-    );
+    cluster
+        .cancel_expecting(&job.id, "test: stuck", CancelOutcome::Cancelling)
+        .await;
 
     let done = cluster.wait_for_terminal(&job.id, LONG_WAIT).await;
     let report = cluster.job_report(&job.id).await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use presswork_proto::v1::{CancelOutcome, CancelResolution, JobStatus, Stage};
 use presswork_tests::verdict::check_stopped;
-use presswork_tests::{Backend, Cluster, ExecutionLog, LONG_WAIT, WAIT, describe_job};
+use presswork_tests::{Backend, Cluster, ExecutionLog, LONG_WAIT, describe_job};
 
 /// After a restart: nothing unfinished, and a new job runs (so the workers reconnected).
 async fn assert_cluster_recovered(cluster: &Cluster) {
@@ -39,16 +39,13 @@ async fn a_cancel_in_flight_survives_a_restart(backend: Backend) {
     cluster.wait_for_stage_started(&job.id, Stage::Ingest).await;
 
     cluster.pause_worker(0);
-    let answer = cluster
-        .cancel(&job.id, "test: cancel across a restart")
-        .await
-        .unwrap_or_else(|e| panic!("CancelJob failed: {e:?}"));
-    assert_eq!(
-        answer.outcome(),
-        CancelOutcome::Cancelling,
-        "{}",
-        answer.message
-    );
+    cluster
+        .cancel_expecting(
+            &job.id,
+            "test: cancel across a restart",
+            CancelOutcome::Cancelling,
+        )
+        .await;
     let before = cluster.get_job(&job.id).await;
     assert_eq!(
         before.status(),
@@ -108,21 +105,14 @@ async fn a_cancel_deadline_is_kept_across_a_restart() {
         .start()
         .await;
     let job = cluster.submit("demo-stuck", &[]).await;
+    cluster.wait_until_running(&job.id).await;
     cluster
-        .wait_for_job(&job.id, "RUNNING", WAIT, |j| {
-            j.status() == JobStatus::Running
-        })
+        .cancel_expecting(
+            &job.id,
+            "test: stuck across a restart",
+            CancelOutcome::Cancelling,
+        )
         .await;
-    let answer = cluster
-        .cancel(&job.id, "test: stuck across a restart")
-        .await
-        .unwrap_or_else(|e| panic!("CancelJob failed: {e:?}"));
-    assert_eq!(
-        answer.outcome(),
-        CancelOutcome::Cancelling,
-        "{}",
-        answer.message
-    );
 
     cluster.restart_control_plane().await;
 

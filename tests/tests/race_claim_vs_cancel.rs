@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use presswork_tests::races::{assert_consistent, run_in_batches};
-use presswork_tests::{Backend, CancelObservation, Cluster, Verdict, WAIT};
+use presswork_tests::races::{assert_consistent, cancel_and_observe, run_in_batches};
+use presswork_tests::{Backend, CancelObservation, Cluster, Verdict};
 use rand::Rng;
 
 const ITERATIONS: usize = 240;
@@ -28,18 +28,7 @@ async fn race_once(cluster: &Cluster, iteration: usize) -> CancelObservation {
             tokio::time::sleep(Duration::from_micros(micros)).await;
         }
     }
-    let asked = Instant::now();
-    let response = cluster.cancel(&job.id, "test: claim race").await;
-    let cancel_latency = asked.elapsed();
-    let job = cluster.wait_for_terminal(&job.id, WAIT).await;
-    let log = cluster.job_log(&job.id).await;
-    CancelObservation {
-        job_id: job.id.clone(),
-        response,
-        cancel_latency,
-        job,
-        log,
-    }
+    cancel_and_observe(cluster, &job.id, "test: claim race").await
 }
 
 async fn claim_races_end_consistently(backend: Backend) {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use presswork_proto::v1::JobStatus;
-use presswork_tests::races::{assert_consistent, run_in_batches};
+use presswork_tests::races::{assert_consistent, cancel_and_observe, run_in_batches};
 use presswork_tests::{Backend, CancelObservation, Cluster, Verdict, WAIT};
 use rand::Rng;
 
@@ -34,18 +34,7 @@ async fn race_once(cluster: &Cluster, iteration: usize) -> CancelObservation {
     let step = (iteration % 12) as u64 * DURATION_MS / 6;
     let jitter = rand::rng().random_range(0..2_000);
     tokio::time::sleep(Duration::from_millis(step) + Duration::from_micros(jitter)).await;
-    let asked = Instant::now();
-    let response = cluster.cancel(&job.id, "test: finish race").await;
-    let cancel_latency = asked.elapsed();
-    let job = cluster.wait_for_terminal(&job.id, WAIT).await;
-    let log = cluster.job_log(&job.id).await;
-    CancelObservation {
-        job_id: job.id.clone(),
-        response,
-        cancel_latency,
-        job,
-        log,
-    }
+    cancel_and_observe(cluster, &job.id, "test: finish race").await
 }
 
 async fn finish_races_end_consistently(backend: Backend) {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use presswork_proto::v1::{CancelOutcome, CancelResolution, JobStatus, Stage};
-use presswork_tests::{Cluster, ExecutionLog, LONG_WAIT, WAIT, describe_job};
+use presswork_tests::{Cluster, ExecutionLog, LONG_WAIT, describe_job};
 
 const LEASE: Duration = Duration::from_secs(1);
 
@@ -68,21 +68,14 @@ async fn a_killed_workers_cancelling_job_fails_as_worker_lost() {
         .start()
         .await;
     let job = cluster.submit("demo-stuck", &[]).await;
+    cluster.wait_until_running(&job.id).await;
     cluster
-        .wait_for_job(&job.id, "RUNNING", WAIT, |j| {
-            j.status() == JobStatus::Running
-        })
+        .cancel_expecting(
+            &job.id,
+            "test: cancel then lose the worker",
+            CancelOutcome::Cancelling,
+        )
         .await;
-    let answer = cluster
-        .cancel(&job.id, "test: cancel then lose the worker")
-        .await
-        .unwrap_or_else(|e| panic!("CancelJob failed: {e:?}"));
-    assert_eq!(
-        answer.outcome(),
-        CancelOutcome::Cancelling,
-        "{}",
-        answer.message
-    );
 
     cluster.kill_worker(0);
     let done = cluster.wait_for_terminal(&job.id, LONG_WAIT).await;
