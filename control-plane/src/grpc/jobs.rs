@@ -165,20 +165,10 @@ impl JobService for JobApi {
                 )));
             }
         }
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tx.closed() => {}
-                result = watch_jobs(store, after, live, &tx) => {
-                    if let Err(status) = result {
-                        let _ = tx.send(Err(status)).await;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(spawn_stream(
+            self.shutdown.clone(),
+            move |tx| async move { watch_jobs(store, after, live, &tx).await },
+        )))
     }
 
     async fn cancel_job(
@@ -296,21 +286,35 @@ impl JobService for JobApi {
         let log_rx = store.hub().subscribe_log();
         let jobs_rx = store.hub().subscribe_jobs();
         self.existing_job(&id).await?;
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tx.closed() => {}
-                result = watch_log(store, id, after, log_rx, jobs_rx, &tx) => {
-                    if let Err(status) = result {
-                        let _ = tx.send(Err(status)).await;
-                    }
+        Ok(Response::new(spawn_stream(
+            self.shutdown.clone(),
+            move |tx| async move { watch_log(store, id, after, log_rx, jobs_rx, &tx).await },
+        )))
+    }
+}
+
+/// Runs `feed` in a task writing to the returned stream. The task ends when the client goes
+/// away or the server shuts down; an error from `feed` ends the stream with that status.
+fn spawn_stream<T, F, Fut>(shutdown: CancellationToken, feed: F) -> WatchStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Status>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+    let work = feed(tx.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tx.closed() => {}
+            result = work => {
+                if let Err(status) = result {
+                    let _ = tx.send(Err(status)).await;
                 }
             }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 /// Snapshot (when `after` is 0), then every change in sequence order with no gap: live
