@@ -505,3 +505,36 @@ async fn tls_carries_workers_and_clients_and_refuses_plaintext() {
         .expect_err("plaintext to a TLS port is refused");
     assert_ne!(refused.code(), Code::Ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_beyond_loopback_without_tls_is_warned_about() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = format!("sqlite://{}", dir.path().join("p.db").display());
+    let mut child = tokio::process::Command::new(presswork_tests::process::binary_path(
+        presswork_tests::cluster::CONTROL_PLANE_BINARY,
+    ))
+    .args(["--listen", "0.0.0.0:0", "--database", &database])
+    .env_clear()
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("start the control plane");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let warned = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("without TLS") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    let _ = child.kill().await;
+    assert!(
+        warned,
+        "a control plane on 0.0.0.0 without TLS warns at start"
+    );
+}
