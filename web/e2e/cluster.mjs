@@ -7,7 +7,10 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
 const repo = path.resolve(import.meta.dirname, "../..");
-const binDir = process.env.PRESSWORK_BIN_DIR ?? path.join(repo, "target/debug");
+// The binaries `cargo build` made: PRESSWORK_BIN_DIR, else $CARGO_TARGET_DIR/debug, else target/debug.
+const binDir =
+  process.env.PRESSWORK_BIN_DIR ??
+  path.join(path.resolve(repo, process.env.CARGO_TARGET_DIR ?? "target"), "debug");
 const bin = (name) => path.join(binDir, name);
 
 export const USERS = {

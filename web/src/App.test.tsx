@@ -51,6 +51,16 @@ describe("sign-in", () => {
     expect(await screen.findByText(/could not be reached/)).toBeInTheDocument();
   });
 
+  it("says when sign-in attempts are rate limited", async () => {
+    const user = userEvent.setup();
+    setup(new FakeServer());
+    await user.type(screen.getByLabelText("Username"), "busy");
+    await user.type(screen.getByLabelText("Password"), "secret");
+    await user.click(screen.getByRole("button", { name: "Sign in" }));
+    expect(await screen.findByText(/Too many sign-in attempts/)).toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Sign in" })).toBeEnabled();
+  });
+
   it("returns to sign-in with a message when the server refuses the token", async () => {
     signedIn(Role.ADMINISTRATOR, "stale-token");
     setup(new FakeServer());

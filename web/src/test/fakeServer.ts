@@ -96,6 +96,7 @@ export class FakeServer {
         ({ service }) => {
           service(AuthService, {
             login(req) {
+              if (req.username === "busy") throw new ConnectError("slow down", Code.ResourceExhausted);
               if (req.password !== "secret") throw new ConnectError("wrong", Code.Unauthenticated);
               if (req.username === "offline") throw new ConnectError("down", Code.Unavailable);
               return {
