@@ -142,8 +142,12 @@ export class Cluster {
     return JSON.parse(this.cli(["jobs", "get", id]));
   }
 
+  /** The job's execution log entries. */
   log(id) {
-    return this.cli(["jobs", "log", id]);
+    return this.cli(["jobs", "log", id])
+      .split("\n")
+      .filter((line) => line.trim())
+      .map((line) => JSON.parse(line));
   }
 
   /** Waits until the job has the status (asks the control plane; no fixed sleeps). */
