@@ -59,6 +59,11 @@ pub struct Config {
     #[arg(long, env = "PRESSWORK_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// The built dashboard (web/dist), served on the same port as gRPC and grpc-web. When
+    /// the folder is missing only gRPC is served.
+    #[arg(long, env = "PRESSWORK_WEB_DIR", default_value = "web/dist")]
+    pub web_dir: PathBuf,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

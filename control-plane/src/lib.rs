@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod job;
 pub mod store;
 pub mod time;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -100,18 +102,24 @@ pub async fn run(
             dispatcher.disconnect_all();
         }
     };
-    let mut server = tonic::transport::Server::builder();
+    let guard = AuthLayer::new(Arc::clone(&auth));
+    let routes = Routes::new(web::guarded(&guard, health_service))
+        .add_service(web::guarded(&guard, reflection_v1))
+        .add_service(web::guarded(&guard, reflection_v1alpha))
+        .add_service(web::guarded(
+            &guard,
+            AuthServiceServer::new(AuthApi { auth }),
+        ))
+        .add_service(web::guarded(&guard, JobServiceServer::new(jobs)))
+        .add_service(web::guarded(&guard, WorkerServiceServer::new(workers)));
+    let routes = web::with_dashboard(routes, &config.web_dir);
+    // HTTP/1.1 for grpc-web and the dashboard's files; HTTP/2 for gRPC.
+    let mut server = tonic::transport::Server::builder().accept_http1(true);
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
     server
-        .layer(AuthLayer::new(Arc::clone(&auth)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(AuthServiceServer::new(AuthApi { auth }))
-        .add_service(JobServiceServer::new(jobs))
-        .add_service(WorkerServiceServer::new(workers))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drain)
         .await?;
     dispatcher.disconnect_all();

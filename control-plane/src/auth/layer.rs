@@ -39,6 +39,11 @@ pub struct AuthService<S> {
     auth: Arc<Authenticator>,
 }
 
+/// Routed under the wrapped service's name: the layer goes around each service.
+impl<S: tonic::server::NamedService> tonic::server::NamedService for AuthService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
 impl<S, B> tower::Service<Request<B>> for AuthService<S>
 where
     S: tower::Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,

@@ -21,7 +21,7 @@ use presswork_proto::v1::Role;
 use subtle::ConstantTimeEq;
 use tonic::Status;
 
-pub use layer::AuthLayer;
+pub use layer::{AuthLayer, AuthService};
 pub use tokens::{TokenIssuer, VerifiedToken};
 
 use crate::store::{Store, StoreError, UserRecord};

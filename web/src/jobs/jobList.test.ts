@@ -1,0 +1,47 @@
+import { create } from "@bufbuild/protobuf";
+import { JobStatus, WatchJobsResponseSchema, WatchJobsResponse_Kind } from "../gen/presswork/v1/jobs_pb";
+import { job } from "../test/fakeServer";
+import { applyWatch, emptyJobList, upsert, visibleJobs } from "./jobList";
+
+const msg = (kind: WatchJobsResponse_Kind, sequence: bigint, j?: ReturnType<typeof job>) =>
+  create(WatchJobsResponseSchema, { kind, sequence, job: j });
+
+describe("applyWatch", () => {
+  it("shows a snapshot only once it is complete, then applies changes in order", () => {
+    let list = emptyJobList();
+    list = applyWatch(list, msg(WatchJobsResponse_Kind.SNAPSHOT, 5n, job("a", JobStatus.QUEUED)));
+    expect(list.jobs.size).toBe(0);
+    expect(list.loaded).toBe(false);
+    list = applyWatch(list, msg(WatchJobsResponse_Kind.SNAPSHOT_COMPLETE, 5n));
+    expect(list.loaded).toBe(true);
+    expect(list.sequence).toBe(5n);
+    expect(list.jobs.get("a")?.status).toBe(JobStatus.QUEUED);
+
+    list = applyWatch(list, msg(WatchJobsResponse_Kind.CHANGE, 6n, job("a", JobStatus.RUNNING, { version: 2n })));
+    expect(list.jobs.get("a")?.status).toBe(JobStatus.RUNNING);
+    // A change already applied is not applied again.
+    const again = applyWatch(list, msg(WatchJobsResponse_Kind.CHANGE, 6n, job("a", JobStatus.QUEUED)));
+    expect(again).toBe(list);
+    expect(applyWatch(list, msg(WatchJobsResponse_Kind.UNSPECIFIED, 9n))).toBe(list);
+  });
+
+  it("keeps the newer version of a job", () => {
+    const jobs = upsert(new Map(), job("a", JobStatus.CANCELLING, { version: 3n }));
+    expect(upsert(jobs, job("a", JobStatus.RUNNING, { version: 2n }))).toBe(jobs);
+    expect(upsert(jobs, job("a", JobStatus.CANCELLED, { version: 4n })).get("a")?.status).toBe(
+      JobStatus.CANCELLED,
+    );
+  });
+});
+
+describe("visibleJobs", () => {
+  it("filters by status and puts the newest first", () => {
+    let jobs = new Map();
+    jobs = upsert(jobs, job("old", JobStatus.RUNNING, { createdAtUnixMs: 1n }));
+    jobs = upsert(jobs, job("new", JobStatus.RUNNING, { createdAtUnixMs: 2n }));
+    jobs = upsert(jobs, job("done", JobStatus.SUCCEEDED, { createdAtUnixMs: 3n }));
+    jobs = upsert(jobs, job("also", JobStatus.SUCCEEDED, { createdAtUnixMs: 3n }));
+    expect(visibleJobs(jobs, "all").map((j) => j.id)).toEqual(["done", "also", "new", "old"]);
+    expect(visibleJobs(jobs, JobStatus.RUNNING).map((j) => j.id)).toEqual(["new", "old"]);
+  });
+});
