@@ -106,10 +106,10 @@ impl JobControl {
         &self.token
     }
 
-    /// Fires the token at once (the first reason given is kept), having first settled the race
-    /// with [`JobControl::enter_point_of_no_return`] and [`JobControl::finish`]: a job whose code
-    /// has not stopped yet always gets `Fired` (and so an acknowledgement), however fast its
-    /// stage then returns.
+    /// Settles the race with [`JobControl::enter_point_of_no_return`] and with the job's end,
+    /// then fires the token at once (the first reason given is kept). Settled first: once the
+    /// token fires, the job's code may stop and [`JobControl::finish`] on another thread before
+    /// this one takes its next step, and the cancel that stopped it would then look too late.
     pub(crate) fn cancel(&self, reason: CancelReason) -> CancelEffect {
         let _ = self.cause.set(Cause {
             reason,
@@ -220,6 +220,33 @@ mod tests {
         control.cancel(user());
         let (reason, _) = control.stop_cause().expect("cancelled");
         assert_eq!(reason, CancelReason::WorkerShutdown);
+    }
+
+    /// The job's code may stop the instant its token fires and mark itself finished on
+    /// another thread, before the thread that cancelled takes its next step. So by the time
+    /// the token has fired, the cancel must already be settled: it stopped the job, and is
+    /// acknowledged as delivered, never taken for "already finished".
+    #[test]
+    fn the_cancel_is_settled_before_the_token_fires() {
+        for _ in 0..200 {
+            let control = std::sync::Arc::new(JobControl::new());
+            let job = {
+                let control = control.clone();
+                std::thread::spawn(move || {
+                    futures::executor::block_on(control.token().cancelled());
+                    let settled = control.commit.load(Ordering::Acquire);
+                    control.finish();
+                    settled
+                })
+            };
+            assert_eq!(
+                control.cancel(user()),
+                CancelEffect::Fired {
+                    past_point_of_no_return: false
+                }
+            );
+            assert_eq!(job.join().expect("the job thread ends"), CANCELLED);
+        }
     }
 
     #[test]

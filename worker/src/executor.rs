@@ -29,6 +29,7 @@ use crate::cancel::{CancelEffect, CancelReason, JobControl};
 use crate::reports::{self, ReportPlan};
 use crate::stages::generate::ReportDocument;
 use crate::stages::{JobReporter, StageContext, StageError, deliver, generate, ingest, transform};
+use crate::test_reports::{self, Workload};
 
 /// How many cancels for not-yet-assigned attempts are remembered (oldest forgotten first).
 const EARLY_CANCELS: usize = 4096;
@@ -322,6 +323,9 @@ struct Pipeline {
 
 impl Pipeline {
     async fn run(self) -> Result<PathBuf, StageFailure> {
+        if let Some(workload) = self.plan.workload {
+            return self.run_test_workload(workload).await;
+        }
         tokio::fs::create_dir_all(&self.work_dir)
             .await
             .map_err(|e| StageFailure {
@@ -355,6 +359,17 @@ impl Pipeline {
         let ctx = self.enter(Stage::Deliver)?;
         let file_name = format!("{}.pdf", job.job_id);
         self.stage(&ctx, deliver::run(&ctx, &pdf, &self.output_dir, &file_name))
+            .await
+    }
+
+    /// A test workload (`--enable-test-reports`) instead of the pipeline: one stage, or none
+    /// for `noop`. It needs no work directory.
+    async fn run_test_workload(&self, workload: Workload) -> Result<PathBuf, StageFailure> {
+        if !workload.has_stage() {
+            return Ok(PathBuf::from("/dev/null"));
+        }
+        let ctx = self.enter(Stage::Ingest)?;
+        self.stage(&ctx, test_reports::run(&ctx, workload, &self.output_dir))
             .await
     }
 

@@ -7,12 +7,14 @@
 //! - [`stages`]: the stages and the contract they follow ([`stages::StageContext`]).
 //! - [`reports`]: the built-in report kinds.
 //! - [`cancel`]: why a job was cancelled, and its point of no return.
+//! - [`test_reports`]: test-only workloads for benchmarks (`--enable-test-reports`).
 
 pub mod cancel;
 mod executor;
 pub mod reports;
 mod session;
 pub mod stages;
+pub mod test_reports;
 
 use std::path::PathBuf;
 
@@ -33,7 +35,8 @@ pub struct WorkerConfig {
     pub control_plane: String,
     /// How many jobs run at once (`--capacity`, at least 1).
     pub capacity: u32,
-    /// Whether test reports (`demo-stuck`) may run (`--enable-test-reports`).
+    /// Whether test reports (`demo-stuck` and the test workloads) may run
+    /// (`--enable-test-reports`).
     pub enable_test_reports: bool,
     /// Stable for the life of the process: a fresh UUID by default.
     pub worker_id: String,

@@ -19,7 +19,8 @@ struct Flags {
     #[arg(long, env = "PRESSWORK_CAPACITY", default_value_t = DEFAULT_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..))]
     capacity: u32,
-    /// Also run test reports (demo-stuck, which ignores cancellation).
+    /// Also run test reports (demo-stuck, which ignores cancellation, and the benchmark
+    /// workloads noop, blocker, coop, busy, short).
     #[arg(long, env = "PRESSWORK_ENABLE_TEST_REPORTS")]
     enable_test_reports: bool,
     /// The name shown on the dashboard [default: worker-<first 8 characters of its id>].

@@ -10,8 +10,19 @@
 //!   default transform) ignores its token for `stuck_ms` (default 600000); only a force stop
 //!   ends it.
 //!
-//! Any report takes `input=PATH` (a CSV file; default the bundled sample) and
+//! The demo reports take `input=PATH` (a CSV file; default the bundled sample) and
 //! `fail_stage=STAGE` (that stage fails on request, for tests).
+//!
+//! Test workloads (only with `--enable-test-reports`; see [`crate::test_reports`]) skip the
+//! pipeline and keep a timeline of when their code started and stopped, for benchmarks:
+//! - `noop`: succeeds at once, without starting a stage.
+//! - `blocker`: holds its slot until cancelled or `hold_ms` (default 60000) passes.
+//! - `coop`: spins `check_ms` (default 10) of CPU, then checks its token, for up to `max_ms`
+//!   (default 3000).
+//! - `busy`: a child process that spins and ignores SIGTERM, for up to `max_ms` (default 3000).
+//!   With `grace_ms`, a cancel sends SIGTERM to its process group and SIGKILL after the grace;
+//!   without, the stage ignores its token and only a force stop ends it.
+//! - `short`: 20 ms of work (`work_ms`), an await that watches its token.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,6 +32,7 @@ use presswork_proto::v1::Stage;
 
 use crate::stages::ingest::Input;
 use crate::stages::{StageContext, StageError};
+use crate::test_reports::{MAX_DURATION, Workload};
 
 /// A built-in report kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,14 +40,24 @@ pub enum ReportKind {
     DemoFast,
     DemoSlow,
     DemoStuck,
+    Noop,
+    Blocker,
+    Coop,
+    Busy,
+    Short,
 }
 
 impl ReportKind {
     /// Every kind, in the order they are listed.
-    pub const ALL: [ReportKind; 3] = [
+    pub const ALL: [ReportKind; 8] = [
         ReportKind::DemoFast,
         ReportKind::DemoSlow,
         ReportKind::DemoStuck,
+        ReportKind::Noop,
+        ReportKind::Blocker,
+        ReportKind::Coop,
+        ReportKind::Busy,
+        ReportKind::Short,
     ];
 
     /// The name jobs use.
@@ -44,12 +66,17 @@ impl ReportKind {
             ReportKind::DemoFast => "demo-fast",
             ReportKind::DemoSlow => "demo-slow",
             ReportKind::DemoStuck => "demo-stuck",
+            ReportKind::Noop => "noop",
+            ReportKind::Blocker => "blocker",
+            ReportKind::Coop => "coop",
+            ReportKind::Busy => "busy",
+            ReportKind::Short => "short",
         }
     }
 
     /// Test reports run only on a worker started with `--enable-test-reports`.
     pub fn is_test_report(self) -> bool {
-        self == ReportKind::DemoStuck
+        !matches!(self, ReportKind::DemoFast | ReportKind::DemoSlow)
     }
 
     /// The parameters the kind accepts.
@@ -58,6 +85,11 @@ impl ReportKind {
             ReportKind::DemoFast => &["input", "fail_stage"],
             ReportKind::DemoSlow => &["input", "fail_stage", "slow_stage", "duration_ms"],
             ReportKind::DemoStuck => &["input", "fail_stage", "stuck_stage", "stuck_ms"],
+            ReportKind::Noop => &[],
+            ReportKind::Blocker => &["hold_ms"],
+            ReportKind::Coop => &["check_ms", "max_ms"],
+            ReportKind::Busy => &["grace_ms", "max_ms"],
+            ReportKind::Short => &["work_ms"],
         }
     }
 }
@@ -82,6 +114,8 @@ pub struct ReportPlan {
     pub slow: Option<(Stage, Duration)>,
     /// The stage that ignores its token (`demo-stuck`), and for how long.
     pub stuck: Option<(Stage, Duration)>,
+    /// A test workload, run instead of the pipeline.
+    pub workload: Option<Workload>,
     /// The parameters as given, sorted by name (shown in the PDF).
     pub params: Vec<(String, String)>,
 }
@@ -114,10 +148,14 @@ pub fn plan(
         .iter()
         .find(|(name, _)| !kind.params().contains(&name.as_str()))
     {
-        return Err(format!(
-            "unknown parameter `{unknown}` for report {}; it accepts {}",
-            kind.name(),
+        let accepted = if kind.params().is_empty() {
+            "none".to_string()
+        } else {
             kind.params().join(", ")
+        };
+        return Err(format!(
+            "unknown parameter `{unknown}` for report {}; it accepts {accepted}",
+            kind.name(),
         ));
     }
     let get = |name: &str| params.get(name).map(String::as_str);
@@ -143,6 +181,41 @@ pub fn plan(
             .unwrap_or(default_ms);
         Ok::<_, String>(Some((stage, Duration::from_millis(ms))))
     };
+    let duration = |param: &str, default_ms: u64| {
+        let ms = get(param)
+            .map(|v| parse_ms(param, v))
+            .transpose()?
+            .unwrap_or(default_ms);
+        let duration = Duration::from_millis(ms);
+        if duration > MAX_DURATION {
+            return Err(format!(
+                "parameter {param} is {ms}; test workloads run at most {} ms",
+                MAX_DURATION.as_millis()
+            ));
+        }
+        Ok(duration)
+    };
+    let workload = match kind {
+        ReportKind::DemoFast | ReportKind::DemoSlow | ReportKind::DemoStuck => None,
+        ReportKind::Noop => Some(Workload::Noop),
+        ReportKind::Blocker => Some(Workload::Blocker {
+            hold: duration("hold_ms", 60_000)?,
+        }),
+        ReportKind::Coop => Some(Workload::Coop {
+            check_every: duration("check_ms", 10)?.max(Duration::from_millis(1)),
+            max: duration("max_ms", 3_000)?,
+        }),
+        ReportKind::Busy => Some(Workload::Busy {
+            grace: get("grace_ms")
+                .is_some()
+                .then(|| duration("grace_ms", 0))
+                .transpose()?,
+            max: duration("max_ms", 3_000)?,
+        }),
+        ReportKind::Short => Some(Workload::Short {
+            work: duration("work_ms", 20)?,
+        }),
+    };
     let (slow, stuck) = match kind {
         ReportKind::DemoFast => (None, None),
         ReportKind::DemoSlow => (
@@ -153,6 +226,11 @@ pub fn plan(
             None,
             timed("stuck_stage", Stage::Transform, "stuck_ms", 600_000)?,
         ),
+        ReportKind::Noop
+        | ReportKind::Blocker
+        | ReportKind::Coop
+        | ReportKind::Busy
+        | ReportKind::Short => (None, None),
     };
     Ok(ReportPlan {
         kind,
@@ -160,6 +238,7 @@ pub fn plan(
         fail_stage,
         slow,
         stuck,
+        workload,
         params: sorted,
     })
 }
@@ -313,8 +392,79 @@ mod tests {
         assert_eq!(available(false), vec!["demo-fast", "demo-slow"]);
         assert_eq!(
             available(true),
-            vec!["demo-fast", "demo-slow", "demo-stuck"]
+            vec![
+                "demo-fast",
+                "demo-slow",
+                "demo-stuck",
+                "noop",
+                "blocker",
+                "coop",
+                "busy",
+                "short"
+            ]
         );
+    }
+
+    #[test]
+    fn test_workloads_and_their_parameters() {
+        let workload = |report: &str, pairs: &[(&str, &str)]| {
+            plan(report, &params(pairs), true)
+                .expect("valid")
+                .workload
+                .expect("a test workload")
+        };
+        assert_eq!(workload("noop", &[]), Workload::Noop);
+        assert_eq!(
+            workload("blocker", &[]),
+            Workload::Blocker {
+                hold: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(
+            workload("coop", &[]),
+            Workload::Coop {
+                check_every: Duration::from_millis(10),
+                max: Duration::from_secs(3)
+            }
+        );
+        assert_eq!(
+            workload("busy", &[]),
+            Workload::Busy {
+                grace: None,
+                max: Duration::from_secs(3)
+            }
+        );
+        assert_eq!(
+            workload("busy", &[("grace_ms", "100"), ("max_ms", "2000")]),
+            Workload::Busy {
+                grace: Some(Duration::from_millis(100)),
+                max: Duration::from_secs(2)
+            }
+        );
+        assert_eq!(
+            workload("short", &[]),
+            Workload::Short {
+                work: Duration::from_millis(20)
+            }
+        );
+        assert_eq!(
+            plan("demo-fast", &params(&[]), true).unwrap().workload,
+            None
+        );
+
+        let error = plan("coop", &params(&[]), false).expect_err("test report");
+        assert_eq!(
+            error,
+            "report coop is a test report: start the worker with --enable-test-reports"
+        );
+        let error = plan("noop", &params(&[("input", "/x.csv")]), true).expect_err("no params");
+        assert_eq!(
+            error,
+            "unknown parameter `input` for report noop; it accepts none"
+        );
+        let error =
+            plan("blocker", &params(&[("hold_ms", "9000000")]), true).expect_err("too long");
+        assert!(error.contains("at most 600000 ms"), "{error}");
     }
 
     #[tokio::test]

@@ -1,0 +1,300 @@
+//! Figures and how they are printed: a table per scenario with p50, p95, p99, max and n, the
+//! target beside each figure and PASS or SHORT. Nothing here fails the run: targets are
+//! reported, never asserted.
+
+use std::fmt::Write as _;
+
+/// What a figure is held to.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// p99 at most this many nanoseconds (`label` says where the target comes from).
+    P99AtMost { ns: i64, label: String },
+    /// A rate at least this high.
+    AtLeast { value: f64, label: String },
+    /// A count that must be zero.
+    Zero,
+}
+
+impl Target {
+    pub fn p99_ms(ms: f64, label: &str) -> Self {
+        Target::P99AtMost {
+            ns: (ms * 1e6) as i64,
+            label: label.to_string(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::P99AtMost { label, .. } => format!("p99 ≤ {label}"),
+            Target::AtLeast { label, .. } => format!("≥ {label}"),
+            Target::Zero => "0".to_string(),
+        }
+    }
+}
+
+/// One line of a table.
+#[derive(Clone, Debug)]
+pub enum Row {
+    /// A distribution of durations in nanoseconds (may be negative for margins).
+    Latency {
+        name: String,
+        values: Vec<i64>,
+        target: Option<Target>,
+    },
+    /// One number with a unit.
+    Figure {
+        name: String,
+        value: f64,
+        unit: &'static str,
+        target: Option<Target>,
+    },
+}
+
+impl Row {
+    pub fn latency(name: &str, values: Vec<i64>, target: Option<Target>) -> Self {
+        Row::Latency {
+            name: name.to_string(),
+            values,
+            target,
+        }
+    }
+
+    pub fn figure(name: &str, value: f64, unit: &'static str, target: Option<Target>) -> Self {
+        Row::Figure {
+            name: name.to_string(),
+            value,
+            unit,
+            target,
+        }
+    }
+
+    pub fn count(name: &str, value: usize, target: Option<Target>) -> Self {
+        Row::figure(name, value as f64, "", target)
+    }
+
+    /// `Some(true)` PASS, `Some(false)` SHORT, `None` no target (or no data).
+    pub fn verdict(&self) -> Option<bool> {
+        match self {
+            Row::Latency {
+                values,
+                target: Some(Target::P99AtMost { ns, .. }),
+                ..
+            } => {
+                let p = Percentiles::of(values)?;
+                Some(p.p99 <= *ns)
+            }
+            Row::Figure {
+                value,
+                target: Some(target),
+                ..
+            } => match target {
+                Target::AtLeast {
+                    value: at_least, ..
+                } => Some(*value >= *at_least),
+                Target::Zero => Some(*value == 0.0),
+                Target::P99AtMost { ns, .. } => Some(*value * 1e6 <= *ns as f64),
+            },
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Row::Latency { name, .. } | Row::Figure { name, .. } => name,
+        }
+    }
+
+    fn target(&self) -> Option<&Target> {
+        match self {
+            Row::Latency { target, .. } | Row::Figure { target, .. } => target.as_ref(),
+        }
+    }
+}
+
+/// Nearest-rank percentiles of a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Percentiles {
+    pub n: usize,
+    pub p50: i64,
+    pub p95: i64,
+    pub p99: i64,
+    pub max: i64,
+}
+
+impl Percentiles {
+    pub fn of(values: &[i64]) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        let rank = |q: f64| {
+            let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+            sorted[index]
+        };
+        Some(Percentiles {
+            n: sorted.len(),
+            p50: rank(0.50),
+            p95: rank(0.95),
+            p99: rank(0.99),
+            max: sorted[sorted.len() - 1],
+        })
+    }
+}
+
+/// The figures of one scenario on one database.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub database: &'static str,
+    /// What was run, in one line.
+    pub setup: String,
+    pub rows: Vec<Row>,
+    /// Anything the reader must know to trust the figures (inconsistencies found, caveats).
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn new(scenario: &'static str, database: &'static str, setup: String) -> Self {
+        Report {
+            scenario,
+            database,
+            setup,
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Row) {
+        self.rows.push(row);
+    }
+
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+
+    /// The table, as printed and as pasted into docs/benchmarks.md.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\n## {} · {}\n{}\n",
+            self.scenario, self.database, self.setup
+        );
+        let _ = writeln!(
+            out,
+            "| {:<48} | {:>6} | {:>10} | {:>10} | {:>10} | {:>10} | {:<28} | {:<5} |",
+            "figure", "n", "p50", "p95", "p99", "max", "target", ""
+        );
+        let _ = writeln!(
+            out,
+            "|{}|{}:|{}:|{}:|{}:|{}:|{}|{}|",
+            "-".repeat(50),
+            "-".repeat(7),
+            "-".repeat(11),
+            "-".repeat(11),
+            "-".repeat(11),
+            "-".repeat(11),
+            "-".repeat(30),
+            "-".repeat(7)
+        );
+        for row in &self.rows {
+            let target = row.target().map(Target::describe).unwrap_or_default();
+            let verdict = match row.verdict() {
+                Some(true) => "PASS",
+                Some(false) => "SHORT",
+                None => "",
+            };
+            match row {
+                Row::Latency { name, values, .. } => match Percentiles::of(values) {
+                    Some(p) => {
+                        let _ = writeln!(
+                            out,
+                            "| {:<48} | {:>6} | {:>10} | {:>10} | {:>10} | {:>10} | {:<28} | {:<5} |",
+                            name,
+                            p.n,
+                            ms(p.p50),
+                            ms(p.p95),
+                            ms(p.p99),
+                            ms(p.max),
+                            target,
+                            verdict
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "| {:<48} | {:>6} | {:>10} | {:>10} | {:>10} | {:>10} | {:<28} | {:<5} |",
+                            name, 0, "-", "-", "-", "-", target, "n/a"
+                        );
+                    }
+                },
+                Row::Figure {
+                    name, value, unit, ..
+                } => {
+                    let shown = if value.fract() == 0.0 && value.abs() < 1e15 {
+                        format!("{value:.0}{unit}")
+                    } else {
+                        format!("{value:.1}{unit}")
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {:<48} | {:>6} | {:>10} | {:>10} | {:>10} | {:>10} | {:<28} | {:<5} |",
+                        name, "", shown, "", "", "", target, verdict
+                    );
+                }
+            }
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "\n- {note}");
+        }
+        out
+    }
+}
+
+/// Milliseconds with a precision that suits the size.
+pub fn ms(ns: i64) -> String {
+    let ms = ns as f64 / 1e6;
+    if ms.abs() >= 100.0 {
+        format!("{ms:.0} ms")
+    } else if ms.abs() >= 10.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.2} ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let values: Vec<i64> = (1..=100).collect();
+        let p = Percentiles::of(&values).unwrap();
+        assert_eq!((p.n, p.p50, p.p95, p.p99, p.max), (100, 50, 95, 99, 100));
+        let p = Percentiles::of(&[7]).unwrap();
+        assert_eq!((p.p50, p.p99, p.max), (7, 7, 7));
+        assert_eq!(Percentiles::of(&[]), None);
+    }
+
+    #[test]
+    fn verdicts_hold_figures_to_their_targets() {
+        let fast = Row::latency("x", vec![1_000_000; 10], Some(Target::p99_ms(3.0, "3 ms")));
+        assert_eq!(fast.verdict(), Some(true));
+        let slow = Row::latency("x", vec![4_000_000; 10], Some(Target::p99_ms(3.0, "3 ms")));
+        assert_eq!(slow.verdict(), Some(false));
+        let rate = Row::figure(
+            "r",
+            1400.0,
+            " jobs/s",
+            Some(Target::AtLeast {
+                value: 1500.0,
+                label: "1500 jobs/s".into(),
+            }),
+        );
+        assert_eq!(rate.verdict(), Some(false));
+        assert_eq!(Row::count("c", 0, Some(Target::Zero)).verdict(), Some(true));
+        assert_eq!(Row::count("c", 2, None).verdict(), None);
+    }
+}
