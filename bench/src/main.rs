@@ -187,9 +187,19 @@ async fn main() -> anyhow::Result<()> {
     let header = machine_header(&flags);
     print!("{header}");
 
+    // Ctrl-C or SIGTERM ends the scenario in progress: dropping it kills the processes it
+    // started (a PostgreSQL database it made may be left behind, named presswork_bench_*).
+    let interrupted = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let interrupted = interrupted.clone();
+        async move {
+            stopped_by_signal().await;
+            interrupted.cancel();
+        }
+    });
     let mut reports = Vec::new();
     let mut failures = Vec::new();
-    for backend in dedup(&flags.database) {
+    'databases: for backend in dedup(&flags.database) {
         let env = Environment {
             bin_dir: bin_dir.clone(),
             run_dir: run_dir.path().to_path_buf(),
@@ -199,16 +209,23 @@ async fn main() -> anyhow::Result<()> {
         for scenario in flags.scenarios() {
             let started = std::time::Instant::now();
             eprintln!("running {scenario:?} on {} ...", backend.name());
-            let before = CpuSample::now();
-            let result = run(scenario, &env, &settings, &flags).await;
-            let others = CpuSample::others_share(&before, &CpuSample::now());
+            let before = CpuSample::now(backend);
+            let result = tokio::select! {
+                result = run(scenario, &env, &settings, &flags) => result,
+                _ = interrupted.cancelled() => {
+                    failures.push(format!("{scenario:?} on {}: interrupted", backend.name()));
+                    break 'databases;
+                }
+            };
+            let others = CpuSample::others_share(&before, &CpuSample::now(backend));
             match result {
                 Ok(mut done) => {
                     for report in &mut done {
                         report.database = backend.name();
                         if let Some(share) = others {
                             report.note(format!(
-                                "other processes on the machine (not this benchmark) used {:.0} % of its CPU during the scenario",
+                                "other processes on the machine (not this benchmark{}) used {:.0} % of its CPU during the scenario",
+                                if backend == Backend::Postgres { " or PostgreSQL" } else { "" },
                                 share * 100.0
                             ));
                         }
@@ -342,8 +359,9 @@ fn machine_header(flags: &Flags) -> String {
     )
 }
 
-/// CPU time of the whole machine and of this benchmark (itself and the processes it started,
-/// which are counted once reaped), in clock ticks.
+/// CPU time of the whole machine and of the system under test — this benchmark, the
+/// processes it started (counted once reaped) and, on PostgreSQL, the server's processes —
+/// in clock ticks.
 struct CpuSample {
     machine_total: u64,
     machine_busy: u64,
@@ -351,7 +369,7 @@ struct CpuSample {
 }
 
 impl CpuSample {
-    fn now() -> Option<Self> {
+    fn now(backend: Backend) -> Option<Self> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let ticks: Vec<u64> = stat
             .lines()
@@ -363,15 +381,19 @@ impl CpuSample {
             .collect();
         let machine_total: u64 = ticks.iter().sum();
         let idle = ticks.get(3)? + ticks.get(4)?;
-        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let (_, after_comm) = own.rsplit_once(") ")?;
-        // Fields 14–17 of the line: utime, stime, cutime, cstime (after the state, field 3).
-        let ours = after_comm
-            .split_whitespace()
-            .skip(11)
-            .take(4)
-            .filter_map(|t| t.parse::<u64>().ok())
-            .sum();
+        let mut ours = process_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+        if backend == Backend::Postgres {
+            // The server's backends, and (in the postmaster's children times) those that ended.
+            for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+                let dir = entry.path();
+                if std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "postgres") {
+                    ours += std::fs::read_to_string(dir.join("stat"))
+                        .ok()
+                        .and_then(|stat| process_ticks(&stat))
+                        .unwrap_or(0);
+                }
+            }
+        }
         Some(CpuSample {
             machine_total,
             machine_busy: machine_total - idle,
@@ -386,5 +408,34 @@ impl CpuSample {
         let busy = now.machine_busy.checked_sub(before.machine_busy)?;
         let ours = now.ours.checked_sub(before.ours)?;
         (total > 0).then(|| busy.saturating_sub(ours) as f64 / total as f64)
+    }
+}
+
+/// utime + stime + cutime + cstime of a `/proc/<pid>/stat` line (fields 14–17).
+fn process_ticks(stat: &str) -> Option<u64> {
+    let (_, after_comm) = stat.rsplit_once(") ")?;
+    Some(
+        after_comm
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .filter_map(|t| t.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn stopped_by_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
     }
 }
