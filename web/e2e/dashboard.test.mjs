@@ -166,11 +166,70 @@ test("an administrator cancels a running job: Cancelling..., then Cancelled", ()
     assert.equal(queued.started_at, null);
   }));
 
+test("the job detail shows the cancel's milestones and the live execution log", () =>
+  step(async () => {
+    // The row's tooltip answers "did my cancel work?" in one line.
+    const status = admin.getByRole("button", { name: `Cancelled (details of job ${runningId})` });
+    await status.hover();
+    const tooltip = admin.getByRole("tooltip").filter({ hasText: "Cancelled by ada" });
+    await tooltip.waitFor();
+    assert.match(await tooltip.textContent(), /^Cancelled by ada: stopped in Generate \+\d+ ms after the request\.$/);
+
+    // Opened by keyboard; the timeline shows requested → delivered → acknowledged → stopped.
+    await status.focus();
+    await admin.keyboard.press("Enter");
+    const detail = admin.getByRole("dialog", { name: `Job ${runningId}` });
+    await detail.waitFor();
+    const milestone = (key) => detail.locator(`[data-milestone="${key}"]`);
+    assert.match(await milestone("requested").textContent(), /by ada/);
+    for (const key of ["delivered", "acknowledged", "stopped"]) {
+      assert.match(await milestone(key).textContent(), /\+\d+ ms/, `${key} has a time after the request`);
+    }
+    assert.match(await milestone("stopped").textContent(), /in Generate/);
+    await detail.getByText("The job has ended: the log is complete.").waitFor();
+    const events = await detail.locator("tr[data-event]").evaluateAll((rows) =>
+      rows.map((r) => r.getAttribute("data-event")),
+    );
+    assert.deepEqual(
+      events.filter((e) => e.startsWith("cancel.")),
+      ["cancel.requested", "cancel.delivered", "cancel.acknowledged", "cancel.stopped"],
+    );
+    assert.equal(events[0], "job.submitted");
+    const requestedRow = detail.locator('tr[data-event="cancel.requested"]');
+    assert.match(await requestedRow.textContent(), /ada/);
+    await noAxeViolations(admin, "with the job detail open");
+
+    await admin.keyboard.press("Escape");
+    await detail.waitFor({ state: "hidden" });
+    assert.equal(
+      await admin.evaluate(() => document.activeElement?.getAttribute("aria-label")),
+      `Cancelled (details of job ${runningId})`,
+      "focus returns to the status that opened the detail",
+    );
+  }));
+
+test("the detail of a running job follows its log live", () =>
+  step(async () => {
+    const id = cluster.submit("demo-slow", SLOW);
+    await waitForRowStatus(admin, id, "Running");
+    await admin.getByRole("button", { name: `Running (details of job ${id})` }).click();
+    const detail = admin.getByRole("dialog", { name: `Job ${id}` });
+    await detail.getByText("Following the log as it grows.").waitFor();
+    await detail.locator('tr[data-event="job.started"]').waitFor();
+    // A cancel from elsewhere (the CLI) appears in the open detail as it happens.
+    cluster.cli(["jobs", "cancel", id]);
+    await detail.locator('tr[data-event="cancel.stopped"]').waitFor();
+    await detail.locator('[data-milestone="stopped"]', { hasText: "in Generate" }).waitFor();
+    await detail.getByText("The job has ended: the log is complete.").waitFor();
+    await detail.getByRole("button", { name: "Close" }).click();
+    await detail.waitFor({ state: "hidden" });
+  }));
+
 test("a completed job has no cancel action", () =>
   step(async () => {
     const id = cluster.submit("demo-fast");
     await waitForRowStatus(admin, id, "Succeeded");
-    assert.equal(await row(admin, id).getByRole("button").count(), 0);
+    assert.equal(await row(admin, id).getByRole("button", { name: /^Cancel job/ }).count(), 0);
   }));
 
 test("the cancel dialog works by keyboard alone, and axe finds no violations", () =>
@@ -213,6 +272,35 @@ test("the cancel dialog works by keyboard alone, and axe finds no violations", (
     await admin.keyboard.press("Enter");
     await waitForRowStatus(admin, id, "Cancelled");
     await cluster.waitForStatus(id, "CANCELLED");
+  }));
+
+test("errors are announced in a live region, and axe finds no violations there either", () =>
+  step(async () => {
+    // A wrong password on the sign-in page.
+    const page = await context.newPage();
+    await page.goto(cluster.url);
+    await page.getByLabel("Username").fill("ada");
+    await page.getByLabel("Password").fill("not-the-password");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByText("Wrong username or password.").waitFor();
+    await noAxeViolations(page, "on the sign-in page with an error");
+    await page.close();
+
+    // A cancel refused because the job ended while the dialog was open.
+    const id = cluster.submit("demo-slow", SLOW);
+    await waitForRowStatus(admin, id, "Running");
+    await cancelButton(admin, id).click();
+    const dialog = admin.getByRole("dialog");
+    await dialog.waitFor();
+    cluster.cli(["jobs", "cancel", id]);
+    await cluster.waitForStatus(id, "CANCELLED");
+    await dialog.getByRole("button", { name: "Confirm" }).click();
+    const message = admin.getByRole("status").filter({ hasText: `Could not cancel job ${id}` });
+    await message.waitFor();
+    assert.match(await message.textContent(), /not in a cancellable state/);
+    assert.equal(await message.getAttribute("aria-live"), "polite");
+    await waitForRowStatus(admin, id, "Cancelled");
+    await noAxeViolations(admin, "with an error shown");
   }));
 
 test("a viewer sees the jobs but no cancel button", () =>

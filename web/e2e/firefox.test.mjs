@@ -1,5 +1,6 @@
 // The same dashboard in Firefox (Debian's firefox-esr, driven by puppeteer-core over WebDriver
-// BiDi): sign in, cancel a queued job and a running one through the dialog, Esc closes it.
+// BiDi): sign in, cancel a queued job and a running one through the dialog, Esc closes it,
+// and the running job's detail shows how its cancel went.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import puppeteer from "puppeteer-core";
@@ -73,6 +74,18 @@ test("in Firefox an administrator cancels a queued and a running job", async () 
     await confirmCancel(page, running);
     await waitForStatus(page, running, "Cancelled");
     await cluster.waitForStatus(running, "CANCELLED");
+
+    // The detail view: the cancel's milestones and the complete execution log.
+    await page.locator(`button[aria-label="Cancelled (details of job ${running})"]`).click();
+    await page.waitForSelector('[role=dialog] [data-milestone="stopped"]');
+    await page.waitForFunction(
+      () =>
+        document.querySelector('[role=dialog] [data-milestone="stopped"]')?.textContent?.includes("in Generate") &&
+        document.querySelector('[role=dialog] tr[data-event="cancel.stopped"]') !== null,
+      { timeout: 20_000 },
+    );
+    await page.keyboard.press("Escape");
+    await page.waitForSelector("[role=dialog]", { hidden: true });
     await page.close();
   } catch (error) {
     failed = true;

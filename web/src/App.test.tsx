@@ -3,9 +3,10 @@ import userEvent from "@testing-library/user-event";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { App, EXPIRED_NOTICE } from "./App";
 import { Role } from "./gen/presswork/v1/auth_pb";
-import { CancelOutcome, JobStatus } from "./gen/presswork/v1/jobs_pb";
+import { create } from "@bufbuild/protobuf";
+import { CancelOutcome, CancelResolution, CancelStateSchema, JobStatus, Stage } from "./gen/presswork/v1/jobs_pb";
 import { saveSession } from "./session/session";
-import { FakeServer, job } from "./test/fakeServer";
+import { FakeServer, job, logEntry } from "./test/fakeServer";
 
 function signedIn(role = Role.ADMINISTRATOR, token = "good-token", expiresAtMs = Date.now() + 3_600_000) {
   saveSession({ token, expiresAtMs, username: "ada", role });
@@ -95,7 +96,7 @@ describe("job table", () => {
       "Cancel job r1 (demo-slow)",
     ]);
     for (const id of ["c1", "s1", "f1", "x1"])
-      expect(within(row(id)).queryByRole("button")).toBeNull();
+      expect(within(row(id)).queryByRole("button", { name: /^Cancel job/ })).toBeNull();
     expect(within(row("r1")).getByText("Generate 50%")).toBeInTheDocument();
   });
 
@@ -189,7 +190,7 @@ describe("cancel", () => {
     await user.click(within(dialog).getByRole("button", { name: "Confirm" }));
     expect(screen.queryByRole("dialog")).toBeNull();
     expect(within(row("q1")).getByText("Cancelled")).toBeInTheDocument();
-    expect(within(row("q1")).queryByRole("button")).toBeNull();
+    expect(within(row("q1")).queryByRole("button", { name: /^Cancel job/ })).toBeNull();
     await act(async () => answer());
     expect(await screen.findByText("Job q1 cancelled. It will not run.")).toBeInTheDocument();
     expect(within(row("q1")).getByText("Cancelled")).toBeInTheDocument();
@@ -309,4 +310,175 @@ describe("cancel", () => {
     await user.click(screen.getByRole("button", { name: "Confirm" }));
     expect(await screen.findByText(EXPIRED_NOTICE)).toBeInTheDocument();
   });
+});
+
+describe("job detail", () => {
+  const statusButton = (id: string) => screen.getByRole("button", { name: new RegExp(`details of job ${id}\\)`) });
+
+  it("explains a cancel in the row's tooltip, in one line", async () => {
+    const server = new FakeServer();
+    server.jobs = [
+      job("x1", JobStatus.CANCELLED, {
+        cancel: create(CancelStateSchema, {
+          requestedBy: "ada",
+          requestedAtUnixMs: 1_700_000_005_000n,
+          stoppedAtUnixMs: 1_700_000_005_018n,
+          stoppedStage: Stage.GENERATE,
+          resolution: CancelResolution.STOPPED,
+        }),
+      }),
+    ];
+    signedIn();
+    const user = userEvent.setup();
+    setup(server);
+    await screen.findByText("x1");
+    await user.hover(statusButton("x1"));
+    expect(await screen.findByRole("tooltip")).toHaveTextContent(
+      "Cancelled by ada: stopped in Generate +18 ms after the request.",
+    );
+  });
+
+  it("shows the job, its cancel's milestones and its log, live, and gives focus back", async () => {
+    const server = new FakeServer();
+    const requested = 1_700_000_005_000n;
+    server.jobs = [job("r1", JobStatus.RUNNING, { workerId: "worker-1", params: { month: "2026-10" } })];
+    server.logs.set("r1", [
+      logEntry("r1", "job.submitted", { actor: "ada", message: "submitted" }),
+      logEntry("r1", "job.started", { actor: "worker:worker-1", message: "started on worker-1" }),
+    ]);
+    signedIn();
+    const user = userEvent.setup();
+    setup(server);
+    await screen.findByText("r1");
+    const opener = statusButton("r1");
+    await user.click(opener);
+    const detail = screen.getByRole("dialog", { name: "Job r1" });
+    expect(detail).toHaveTextContent("month=2026-10");
+    expect(await within(detail).findByText("started on worker-1")).toBeInTheDocument();
+    expect(within(detail).queryByRole("heading", { name: "Cancel" })).toBeNull();
+    await server.logStreamOpened();
+    expect(within(detail).getByText("Following the log as it grows.")).toBeInTheDocument();
+
+    // The cancel arrives: the timeline fills in as the stream reports each milestone.
+    const cancel = (extra: object, status = JobStatus.CANCELLING, version = 2n) =>
+      job("r1", status, {
+        workerId: "worker-1",
+        version,
+        cancel: create(CancelStateSchema, {
+          requestedBy: "ada",
+          reason: "wrong month",
+          requestedAtUnixMs: requested,
+          resolution: CancelResolution.PENDING,
+          ...extra,
+        }),
+      });
+    act(() => server.change(cancel({})));
+    act(() => server.log(logEntry("r1", "cancel.requested", { actor: "ada", message: "cancel requested by ada" })));
+    const milestone = (key: string) => detail.querySelector(`[data-milestone="${key}"]`)!;
+    await waitFor(() => expect(milestone("requested")).toHaveTextContent('by ada, "wrong month"'));
+    expect(milestone("delivered")).toHaveTextContent("waiting...");
+    expect(await within(detail).findByText("cancel requested by ada")).toBeInTheDocument();
+
+    act(() =>
+      server.change(
+        cancel(
+          {
+            deliveredAtUnixMs: requested + 3n,
+            acknowledgedAtUnixMs: requested + 5n,
+            stoppedAtUnixMs: requested + 9n,
+            stoppedStage: Stage.GENERATE,
+            stopDurationUs: 300n,
+            resolution: CancelResolution.STOPPED,
+          },
+          JobStatus.CANCELLED,
+          3n,
+        ),
+      ),
+    );
+    await waitFor(() => expect(milestone("stopped")).toHaveTextContent("+9 ms"));
+    expect(milestone("delivered")).toHaveTextContent("+3 ms");
+    expect(milestone("acknowledged")).toHaveTextContent("+5 ms");
+    expect(milestone("stopped")).toHaveTextContent("in Generate; the stage stopped 0.30 ms after the signal");
+    act(() => server.endLog("r1"));
+    expect(await within(detail).findByText("The job has ended: the log is complete.")).toBeInTheDocument();
+
+    await user.keyboard("{Escape}");
+    expect(screen.queryByRole("dialog")).toBeNull();
+    await waitFor(() => expect(statusButton("r1")).toHaveFocus());
+  });
+
+  it("resumes the log after a drop without repeating an entry", async () => {
+    const server = new FakeServer();
+    server.jobs = [job("r1", JobStatus.RUNNING)];
+    const first = logEntry("r1", "job.submitted", { message: "first entry" });
+    server.logs.set("r1", [first]);
+    signedIn();
+    const user = userEvent.setup();
+    setup(server);
+    await screen.findByText("r1");
+    await user.click(statusButton("r1"));
+    const detail = screen.getByRole("dialog");
+    await within(detail).findByText("first entry");
+    await server.logStreamOpened();
+    act(() => server.dropLogs());
+    await server.logStreamOpened();
+    await waitFor(() => expect(server.logRequests.map((r) => r.afterId)).toEqual([0n, first.id]));
+    act(() => server.log(logEntry("r1", "stage.started", { message: "second entry" })));
+    expect(await within(detail).findByText("second entry")).toBeInTheDocument();
+    expect(within(detail).getAllByText("first entry")).toHaveLength(1);
+  });
+
+  it("says why the log cannot be shown", async () => {
+    const server = new FakeServer();
+    server.jobs = [job("r1", JobStatus.RUNNING)];
+    server.logError = new ConnectError("job r1 not found", Code.NotFound);
+    signedIn();
+    const user = userEvent.setup();
+    setup(server);
+    await screen.findByText("r1");
+    await user.click(statusButton("r1"));
+    expect(await screen.findByText(/The log of job r1 cannot be shown: no such job/)).toBeInTheDocument();
+  });
+});
+
+describe("many jobs", () => {
+  const many = (n: number) =>
+    Array.from({ length: n }, (_, i) =>
+      job(`job-${String(i).padStart(5, "0")}`, i % 2 ? JobStatus.SUCCEEDED : JobStatus.QUEUED, {
+        createdAtUnixMs: 1_700_000_000_000n + BigInt(i),
+      }),
+    );
+
+  it("shows 50 jobs a page, newest first, and pages through them", async () => {
+    const server = new FakeServer();
+    server.jobs = many(120);
+    signedIn();
+    const user = userEvent.setup();
+    setup(server);
+    await screen.findByText("job-00119");
+    expect(screen.getAllByRole("row")).toHaveLength(51);
+    expect(screen.getByText(/Jobs 1–50 of 120/)).toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Previous page" })).toBeDisabled();
+    await user.click(screen.getByRole("button", { name: "Next page" }));
+    expect(screen.getByText(/Jobs 51–100 of 120/)).toBeInTheDocument();
+    expect(screen.getByText("job-00069")).toBeInTheDocument();
+    expect(screen.queryByText("job-00119")).toBeNull();
+    await user.click(screen.getByRole("button", { name: "Next page" }));
+    expect(screen.getByText(/Jobs 101–120 of 120/)).toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Next page" })).toBeDisabled();
+    // A filter starts again from its first page.
+    await user.selectOptions(screen.getByLabelText("Status"), "Succeeded");
+    expect(screen.getByText(/Jobs 1–50 of 60/)).toBeInTheDocument();
+    expect(screen.getByText("job-00119")).toBeInTheDocument();
+  });
+
+  it("renders one page of a 10,000-job snapshot", async () => {
+    const server = new FakeServer();
+    server.jobs = many(10_000);
+    signedIn();
+    setup(server);
+    expect(await screen.findByText("job-09999", {}, { timeout: 10_000 })).toBeInTheDocument();
+    expect(screen.getByText(/Jobs 1–50 of 10,000/)).toBeInTheDocument();
+    expect(document.querySelectorAll("tbody tr")).toHaveLength(50);
+  }, 20_000);
 });

@@ -26,3 +26,16 @@ export function cancelErrorMessage(error: unknown, jobId: string): string {
       return `Could not cancel job ${jobId}: ${e.rawMessage || "unexpected error"}.`;
   }
 }
+
+/** A sentence for people, naming why a job's execution log cannot be shown. */
+export function logErrorMessage(error: unknown, jobId: string): string {
+  const e = ConnectError.from(error);
+  switch (e.code) {
+    case Code.NotFound:
+      return `The log of job ${jobId} cannot be shown: no such job. It may belong to another database; reload the page.`;
+    case Code.PermissionDenied:
+      return `The log of job ${jobId} cannot be shown: your role may not read job logs. Ask an administrator.`;
+    default:
+      return `The log of job ${jobId} cannot be shown: ${e.rawMessage || "unexpected error"}. Reload the page to try again.`;
+  }
+}

@@ -8,7 +8,9 @@ import { useJobStream } from "../jobs/useJobStream";
 import { isAdministrator, roleName, type Session } from "../session/session";
 import { ConfirmCancelDialog } from "./ConfirmCancelDialog";
 import { ConnectionIndicator } from "./ConnectionIndicator";
+import { JobDetail } from "./JobDetail";
 import { JobTable, jobRowId } from "./JobTable";
+import { Pager } from "./Pager";
 import { StatusFilter, type StatusFilterValue } from "./StatusFilter";
 
 type Props = {
@@ -21,6 +23,9 @@ type Props = {
 
 type Message = { text: string; error: boolean };
 
+/** Rows per page: the table stays quick with any number of jobs. */
+export const PAGE_SIZE = 50;
+
 /**
  * A cancel confirmed here and not yet answered: the status shown meanwhile, for as long as
  * the server still reports the job as queued or running (progress may change it meanwhile).
@@ -30,6 +35,9 @@ type PendingCancel = { shown: JobStatus };
 export function Dashboard({ clients, session, onSessionChange, onExpired, onSignOut }: Props) {
   const { list, connection, mergeJob } = useJobStream(clients.jobs, { onExpired });
   const [filter, setFilter] = useState<StatusFilterValue>("all");
+  const [page, setPage] = useState(0);
+  const [detailId, setDetailId] = useState<string | null>(null);
+  const detailOpener = useRef<HTMLButtonElement | null>(null);
   const [confirming, setConfirming] = useState<Job | null>(null);
   const [pending, setPending] = useState<Map<string, PendingCancel>>(new Map());
   const [message, setMessage] = useState<Message | null>(null);
@@ -135,6 +143,10 @@ export function Dashboard({ clients, session, onSessionChange, onExpired, onSign
 
   const admin = isAdministrator(session);
   const jobs = useMemo(() => visibleJobs(list.jobs, filter), [list.jobs, filter]);
+  const lastPage = Math.max(0, Math.ceil(jobs.length / PAGE_SIZE) - 1);
+  const shownPage = Math.min(page, lastPage);
+  const pageJobs = jobs.slice(shownPage * PAGE_SIZE, (shownPage + 1) * PAGE_SIZE);
+  const detailJob = detailId ? (list.jobs.get(detailId) ?? null) : null;
 
   return (
     <div className="dashboard">
@@ -150,15 +162,26 @@ export function Dashboard({ clients, session, onSessionChange, onExpired, onSign
       </header>
       <main>
         <div className="toolbar">
-          <StatusFilter value={filter} onChange={setFilter} />
+          <StatusFilter
+            value={filter}
+            onChange={(value) => {
+              setFilter(value);
+              setPage(0);
+            }}
+          />
+          <Pager page={shownPage} pageSize={PAGE_SIZE} total={jobs.length} onPage={setPage} />
         </div>
         <div className={message?.error ? "message error" : "message"} aria-live="polite" role="status">
           {message?.text}
         </div>
         <JobTable
-          jobs={jobs}
+          jobs={pageJobs}
           statusOf={statusOf}
           loaded={list.loaded}
+          onOpenDetail={(job, button) => {
+            detailOpener.current = button;
+            setDetailId(job.id);
+          }}
           onRequestCancel={
             admin
               ? (job, button) => {
@@ -174,6 +197,18 @@ export function Dashboard({ clients, session, onSessionChange, onExpired, onSign
         onConfirm={(job) => void confirmCancel(job)}
         onClose={() => setConfirming(null)}
         returnFocus={returnFocus}
+      />
+      <JobDetail
+        clients={clients}
+        job={detailJob}
+        onClose={() => setDetailId(null)}
+        onExpired={onExpired}
+        returnFocus={() => {
+          const button = detailOpener.current;
+          detailOpener.current = null;
+          if (button?.isConnected) button.focus();
+          else if (detailId) document.getElementById(jobRowId(detailId))?.focus();
+        }}
       />
     </div>
   );

@@ -1,6 +1,8 @@
 import { useEffect, useState } from "react";
+import * as Tooltip from "@radix-ui/react-tooltip";
 import type { Job, JobStatus } from "../gen/presswork/v1/jobs_pb";
-import { formatTime, isCancellable, jobDuration, stageAndProgress } from "../jobs/format";
+import { STATUS_LABELS, formatTime, isCancellable, jobDuration, stageAndProgress } from "../jobs/format";
+import { statusSummary } from "../jobs/summary";
 import { CancelJobButton } from "./CancelJobButton";
 import { StatusBadge } from "./StatusBadge";
 
@@ -10,6 +12,8 @@ type Props = {
   statusOf: (job: Job) => JobStatus;
   /** Present only for administrators: the table then has a cancel action. */
   onRequestCancel?: (job: Job, opener: HTMLButtonElement) => void;
+  /** Opens the job's detail view; `opener` gets the focus back when it closes. */
+  onOpenDetail: (job: Job, opener: HTMLButtonElement) => void;
   loaded: boolean;
 };
 
@@ -27,7 +31,35 @@ export function jobRowId(jobId: string): string {
   return `job-row-${jobId}`;
 }
 
-export function JobTable({ jobs, statusOf, onRequestCancel, loaded }: Props) {
+/**
+ * The status, as a button that opens the job's detail view, with a tooltip saying in one line
+ * how the job got there (for a cancel: who, and whether and when it stopped).
+ */
+function StatusCell({ job, status, onOpenDetail }: { job: Job; status: JobStatus; onOpenDetail: Props["onOpenDetail"] }) {
+  const summary =
+    status === job.status ? statusSummary(job) : "Cancel requested; waiting for the control plane to answer.";
+  return (
+    <Tooltip.Root>
+      <Tooltip.Trigger asChild>
+        <button
+          type="button"
+          className="status-button"
+          aria-label={`${STATUS_LABELS[status]} (details of job ${job.id})`}
+          onClick={(e) => onOpenDetail(job, e.currentTarget)}
+        >
+          <StatusBadge status={status} />
+        </button>
+      </Tooltip.Trigger>
+      <Tooltip.Portal>
+        <Tooltip.Content className="tooltip status-tooltip" sideOffset={4}>
+          {summary}
+        </Tooltip.Content>
+      </Tooltip.Portal>
+    </Tooltip.Root>
+  );
+}
+
+export function JobTable({ jobs, statusOf, onRequestCancel, onOpenDetail, loaded }: Props) {
   const now = useNow();
   return (
     <table className="jobs">
@@ -59,7 +91,7 @@ export function JobTable({ jobs, statusOf, onRequestCancel, loaded }: Props) {
               <td className="mono">{job.id}</td>
               <td>{job.report}</td>
               <td>
-                <StatusBadge status={status} />
+                <StatusCell job={job} status={status} onOpenDetail={onOpenDetail} />
               </td>
               <td>{stageAndProgress(job)}</td>
               <td>{job.submittedBy}</td>

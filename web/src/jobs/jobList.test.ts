@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { JobStatus, WatchJobsResponseSchema, WatchJobsResponse_Kind } from "../gen/presswork/v1/jobs_pb";
 import { job } from "../test/fakeServer";
-import { applyWatch, emptyJobList, upsert, visibleJobs } from "./jobList";
+import { applyWatch, applyWatchAll, emptyJobList, upsert, visibleJobs } from "./jobList";
 
 const msg = (kind: WatchJobsResponse_Kind, sequence: bigint, j?: ReturnType<typeof job>) =>
   create(WatchJobsResponseSchema, { kind, sequence, job: j });
@@ -43,5 +43,55 @@ describe("visibleJobs", () => {
     jobs = upsert(jobs, job("also", JobStatus.SUCCEEDED, { createdAtUnixMs: 3n }));
     expect(visibleJobs(jobs, "all").map((j) => j.id)).toEqual(["done", "also", "new", "old"]);
     expect(visibleJobs(jobs, JobStatus.RUNNING).map((j) => j.id)).toEqual(["new", "old"]);
+  });
+});
+
+describe("applyWatchAll", () => {
+  it("applies a batch exactly as the same messages one by one", () => {
+    const messages = [
+      msg(WatchJobsResponse_Kind.SNAPSHOT, 5n, job("a", JobStatus.QUEUED)),
+      msg(WatchJobsResponse_Kind.SNAPSHOT, 5n, job("b", JobStatus.RUNNING)),
+      msg(WatchJobsResponse_Kind.SNAPSHOT_COMPLETE, 5n),
+      msg(WatchJobsResponse_Kind.CHANGE, 5n, job("a", JobStatus.FAILED, { version: 9n })),
+      msg(WatchJobsResponse_Kind.CHANGE, 6n, job("a", JobStatus.RUNNING, { version: 2n })),
+      msg(WatchJobsResponse_Kind.CHANGE, 7n, job("b", JobStatus.SUCCEEDED, { version: 0n })),
+      msg(WatchJobsResponse_Kind.CHANGE, 8n, job("c", JobStatus.QUEUED)),
+    ];
+    const one = messages.reduce(applyWatch, emptyJobList());
+    const all = applyWatchAll(emptyJobList(), messages);
+    expect(all.sequence).toBe(8n);
+    expect([...all.jobs.values()].map((j) => [j.id, j.status])).toEqual(
+      [...one.jobs.values()].map((j) => [j.id, j.status]),
+    );
+    expect(all.jobs.get("a")?.status).toBe(JobStatus.RUNNING);
+    expect(all.jobs.get("b")?.status).toBe(JobStatus.RUNNING);
+  });
+
+  it("never changes the maps of the list it was given", () => {
+    const start = applyWatchAll(emptyJobList(), [
+      msg(WatchJobsResponse_Kind.SNAPSHOT, 1n, job("a", JobStatus.QUEUED)),
+      msg(WatchJobsResponse_Kind.SNAPSHOT_COMPLETE, 1n),
+    ]);
+    const before = new Map(start.jobs);
+    const next = applyWatchAll(start, [
+      msg(WatchJobsResponse_Kind.CHANGE, 2n, job("a", JobStatus.RUNNING, { version: 2n })),
+      msg(WatchJobsResponse_Kind.CHANGE, 3n, job("z", JobStatus.QUEUED)),
+    ]);
+    expect(start.jobs).toEqual(before);
+    expect(next.jobs.size).toBe(2);
+    // A resync's snapshot does not disturb the list shown meanwhile.
+    const resync = applyWatchAll(next, [msg(WatchJobsResponse_Kind.SNAPSHOT, 9n, job("n", JobStatus.QUEUED))]);
+    expect(resync.jobs).toBe(next.jobs);
+    expect(resync.incoming?.size).toBe(1);
+  });
+
+  it("takes a snapshot of 10,000 jobs in one pass", () => {
+    const messages = Array.from({ length: 10_000 }, (_, i) =>
+      msg(WatchJobsResponse_Kind.SNAPSHOT, 1n, job(`j${i}`, JobStatus.QUEUED)),
+    );
+    messages.push(msg(WatchJobsResponse_Kind.SNAPSHOT_COMPLETE, 1n));
+    const list = applyWatchAll(emptyJobList(), messages);
+    expect(list.jobs.size).toBe(10_000);
+    expect(list.loaded).toBe(true);
   });
 });

@@ -1,8 +1,8 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Job } from "../gen/presswork/v1/jobs_pb";
+import type { Job, WatchJobsResponse } from "../gen/presswork/v1/jobs_pb";
 import type { Clients } from "../api/clients";
-import { applyWatch, emptyJobList, upsert, type JobList } from "./jobList";
+import { applyWatchAll, emptyJobList, upsert, type JobList } from "./jobList";
 
 /** What the connection indicator shows. */
 export type Connection = "connecting" | "live" | "reconnecting";
@@ -22,6 +22,9 @@ export type JobStreamOptions = {
 };
 
 const defaultRetryDelay = (attempt: number) => Math.min(500 * 2 ** (attempt - 1), 5000);
+
+/** Messages arriving together are applied together, at most this often (one render each). */
+const BATCH_MS = 30;
 
 /**
  * Watches every job through `JobService.WatchJobs` (a server stream: no polling). When the
@@ -57,6 +60,15 @@ export function useJobStream(jobs: Clients["jobs"], options: JobStreamOptions): 
         });
       });
 
+    // A snapshot of 10,000 jobs or a burst of changes becomes a few renders, not thousands.
+    let buffered: WatchJobsResponse[] = [];
+    let flushTimer: ReturnType<typeof setTimeout> | undefined;
+    const flush = () => {
+      clearTimeout(flushTimer);
+      flushTimer = undefined;
+      if (buffered.length) update(applyWatchAll(listRef.current, buffered.splice(0)));
+    };
+
     async function run() {
       let failures = 0;
       while (!abort.signal.aborted) {
@@ -69,10 +81,14 @@ export function useJobStream(jobs: Clients["jobs"], options: JobStreamOptions): 
           for await (const message of stream) {
             failures = 0;
             setConnection("live");
-            update(applyWatch(listRef.current, message));
+            buffered.push(message);
+            flushTimer ??= setTimeout(flush, BATCH_MS);
           }
+          flush();
         } catch (error) {
           if (abort.signal.aborted) return;
+          // Resume after the last change received, applied or not.
+          flush();
           const code = ConnectError.from(error).code;
           if (code === Code.Unauthenticated) {
             optionsRef.current.onExpired();
@@ -90,7 +106,11 @@ export function useJobStream(jobs: Clients["jobs"], options: JobStreamOptions): 
       }
     }
     void run();
-    return () => abort.abort();
+    return () => {
+      abort.abort();
+      clearTimeout(flushTimer);
+      buffered = [];
+    };
   }, [jobs, update]);
 
   return { list, connection, mergeJob };

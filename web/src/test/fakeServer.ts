@@ -7,10 +7,16 @@ import {
   JobSchema,
   JobService,
   JobStatus,
+  LogEntrySchema,
+  LogLevel,
   Stage,
+  WatchJobLogResponseSchema,
   WatchJobsResponseSchema,
   WatchJobsResponse_Kind,
   type Job,
+  type LogEntry,
+  type WatchJobLogRequest,
+  type WatchJobLogResponse,
   type WatchJobsRequest,
   type WatchJobsResponse,
 } from "../gen/presswork/v1/jobs_pb";
@@ -32,6 +38,69 @@ export function job(id: string, status: JobStatus, extra: Omit<Partial<Job>, "$t
 }
 
 type Push = (message: WatchJobsResponse) => void;
+
+let nextLogId = 100n;
+
+export function logEntry(jobId: string, event: string, extra: Omit<Partial<LogEntry>, "$typeName" | "$unknown"> = {}): LogEntry {
+  nextLogId += 1n;
+  return create(LogEntrySchema, {
+    id: nextLogId,
+    jobId,
+    atUnixMs: 1_700_000_002_000n,
+    level: LogLevel.INFO,
+    event,
+    actor: "system",
+    message: event,
+    ...extra,
+  });
+}
+
+type LogStream = {
+  jobId: string;
+  push: (m: WatchJobLogResponse) => void;
+  end: () => void;
+  fail: (e: Error) => void;
+};
+
+/** A server stream the test drives: messages, a normal end, or a failure. */
+async function* feed<T>(
+  signal: AbortSignal,
+  initial: T[],
+  register: (entry: { push: (m: T) => void; end: () => void; fail: (e: Error) => void }) => () => void,
+): AsyncGenerator<T> {
+  const queue: T[] = [...initial];
+  let wake: (() => void) | null = null;
+  let failure: Error | null = null;
+  let ended = false;
+  const unregister = register({
+    push: (m) => {
+      queue.push(m);
+      wake?.();
+    },
+    end: () => {
+      ended = true;
+      wake?.();
+    },
+    fail: (e) => {
+      failure = e;
+      wake?.();
+    },
+  });
+  try {
+    while (!signal.aborted) {
+      while (queue.length) yield queue.shift()!;
+      if (failure) throw failure;
+      if (ended) return;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        signal.addEventListener("abort", () => resolve());
+      });
+      wake = null;
+    }
+  } finally {
+    unregister();
+  }
+}
 
 /**
  * An in-memory control plane for component tests: users, jobs, a WatchJobs stream the test
@@ -55,6 +124,12 @@ export class FakeServer {
         job: { ...found, status, version: found.version + 1n },
       };
     };
+  /** Each job's execution log; WatchJobLog sends it, then what `log` adds. */
+  logs = new Map<string, LogEntry[]>();
+  logRequests: WatchJobLogRequest[] = [];
+  logError: ConnectError | null = null;
+  private logStreams: LogStream[] = [];
+  private logWaiters: (() => void)[] = [];
   private streams: { push: Push; fail: (e: Error) => void }[] = [];
   private waiters: (() => void)[] = [];
 
@@ -71,6 +146,29 @@ export class FakeServer {
     const streams = this.streams;
     this.streams = [];
     for (const s of streams) s.fail(new ConnectError("connection reset", Code.Unavailable));
+  }
+
+  /** Appends to a job's log and sends the entry to its open log streams. */
+  log(entry: LogEntry) {
+    this.logs.set(entry.jobId, [...(this.logs.get(entry.jobId) ?? []), entry]);
+    for (const s of this.logStreams)
+      if (s.jobId === entry.jobId) s.push(create(WatchJobLogResponseSchema, { entry }));
+  }
+
+  /** Ends a job's log streams, as the server does once the job is terminal. */
+  endLog(jobId: string) {
+    for (const s of this.logStreams) if (s.jobId === jobId) s.end();
+  }
+
+  /** Breaks every open log stream as a network failure would. */
+  dropLogs() {
+    for (const s of this.logStreams) s.fail(new ConnectError("connection reset", Code.Unavailable));
+  }
+
+  /** Resolves when a log stream is open. */
+  async logStreamOpened(): Promise<void> {
+    if (this.logStreams.length) return;
+    await new Promise<void>((resolve) => this.logWaiters.push(resolve));
   }
 
   openStreams() {
@@ -147,6 +245,24 @@ export class FakeServer {
               } finally {
                 server.streams = server.streams.filter((s) => s !== entry);
               }
+            },
+            async *watchJobLog(req, ctx) {
+              server.authorize(ctx);
+              server.logRequests.push(req);
+              if (server.logError) throw server.logError;
+              const entries = (server.logs.get(req.jobId) ?? []).filter((e) => e.id > req.afterId);
+              yield* feed(
+                ctx.signal,
+                entries.map((entry) => create(WatchJobLogResponseSchema, { entry })),
+                (entry) => {
+                  const stream = { jobId: req.jobId, ...entry };
+                  server.logStreams.push(stream);
+                  server.logWaiters.splice(0).forEach((w) => w());
+                  return () => {
+                    server.logStreams = server.logStreams.filter((s) => s !== stream);
+                  };
+                },
+              );
             },
             async cancelJob(req, ctx) {
               server.authorize(ctx);
