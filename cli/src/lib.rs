@@ -8,6 +8,7 @@
 pub mod account;
 pub mod client;
 pub mod error;
+pub mod health;
 pub mod jobs;
 pub mod output;
 pub mod resume;
@@ -67,6 +68,15 @@ pub enum Command {
     /// Work with report jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Asks the server's gRPC health service whether it serves (no sign-in needed). Prints
+    /// SERVING and exits 0, or exits 5 when it does not serve or cannot be reached; for
+    /// container health checks.
+    Health {
+        /// The service to ask about, e.g. presswork.v1.JobService; empty: the server as a
+        /// whole.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
 }
 
 /// Runs a parsed command line. `env` holds the token sources and standard input; results
@@ -90,6 +100,9 @@ pub async fn run<'a>(
             return account::run(command, &mut ctx).await;
         }
         Command::Jobs(command) => command,
+        Command::Health { service } => {
+            return health::run(&cli.server, cli.tls_ca.as_deref(), &service, cli.json, out).await;
+        }
     };
     let credentials = CallCredentials::from_token(env.token()?.as_ref())?;
     let channel = client::channel(&cli.server, cli.tls_ca.as_deref())?;

@@ -163,3 +163,53 @@ async fn the_cli_submits_shows_and_refuses_to_cancel_a_finished_job() {
         "jobs cancel said: {stderr}"
     );
 }
+
+/// `presswork health` (the containers' health check) needs no sign-in: SERVING and exit 0
+/// from a running control plane; exit 5 with what to do when none answers.
+#[tokio::test]
+async fn the_cli_health_check_needs_no_sign_in() {
+    let cluster = Cluster::builder().workers(0).start().await;
+    let run = |server: String, args: &'static [&'static str]| async move {
+        let output = tokio::process::Command::new(binary_path(CLI_BINARY))
+            .arg("--server")
+            .arg(server)
+            .args(args)
+            .env_remove("PRESSWORK_SERVER")
+            .env_remove("PRESSWORK_TOKEN")
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .output()
+            .await
+            .expect("run the presswork CLI");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(cluster.url(), &["health"]).await;
+    assert_eq!((code, stdout.trim()), (0, "SERVING"), "stderr: {stderr}");
+    let (code, stdout, stderr) = run(
+        cluster.url(),
+        &["--json", "health", "--service", "presswork.v1.JobService"],
+    )
+    .await;
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(stdout.contains(r#""status": "SERVING""#), "{stdout}");
+    let (code, _, stderr) = run(cluster.url(), &["health", "--service", "no.such.Service"]).await;
+    assert_ne!(code, 0, "an unknown service is not healthy");
+    assert!(
+        stderr.contains("no.such.Service") || stderr.contains("not found"),
+        "{stderr}"
+    );
+
+    // Nobody listens on a port just freed.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let (code, _, stderr) = run(dead, &["health"]).await;
+    assert_eq!(code, 5, "unreachable: {stderr}");
+    assert!(
+        stderr.contains("cannot reach the control plane"),
+        "{stderr}"
+    );
+}

@@ -224,6 +224,11 @@ impl Executor {
         }
     }
 
+    /// False once the worker stopped taking jobs (it is draining for shutdown).
+    pub(crate) fn is_accepting(&self) -> bool {
+        self.accepting
+    }
+
     /// Refuses new jobs from now on.
     pub(crate) fn stop_accepting(&mut self) {
         self.accepting = false;

@@ -11,6 +11,7 @@
 
 pub mod cancel;
 mod executor;
+pub mod health;
 pub mod reports;
 mod session;
 pub mod stages;
@@ -50,6 +51,8 @@ pub struct WorkerConfig {
     pub token: WorkerToken,
     /// PEM CA certificate to trust for an `https://` control plane (`--tls-ca`).
     pub tls_ca: Option<PathBuf>,
+    /// Where to serve the worker's gRPC health service (`--health-listen`); none by default.
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 /// A worker credential; never printed, not even by `{:?}`.
@@ -80,6 +83,7 @@ impl Default for WorkerConfig {
             work_dir: std::env::temp_dir(),
             token: WorkerToken::default(),
             tls_ca: None,
+            health_listen: None,
         }
     }
 }
@@ -141,5 +145,18 @@ pub async fn run(mut config: WorkerConfig, shutdown: CancellationToken) -> anyho
         reports = ?reports::available(config.enable_test_reports),
         "worker starting"
     );
-    session::WorkerSession::new(config)?.run(shutdown).await
+    let (connected, connected_rx) = tokio::sync::watch::channel(false);
+    let stop_health = CancellationToken::new();
+    let health = match config.health_listen {
+        Some(addr) => Some(health::serve(addr, connected_rx, stop_health.clone()).await?),
+        None => None,
+    };
+    let result = session::WorkerSession::new(config, connected)?
+        .run(shutdown)
+        .await;
+    stop_health.cancel();
+    if let Some(health) = health {
+        let _ = health.await;
+    }
+    result
 }

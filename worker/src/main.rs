@@ -39,6 +39,11 @@ struct Flags {
     /// PEM CA certificate to trust for an https:// control plane.
     #[arg(long, env = "PRESSWORK_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// Serve a gRPC health service here (e.g. 0.0.0.0:7071) for container health checks:
+    /// "" is SERVING while the process runs; "presswork.worker" while it is connected to the
+    /// control plane and takes jobs.
+    #[arg(long, env = "PRESSWORK_HEALTH_LISTEN")]
+    health_listen: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -62,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         work_dir: flags.work_dir.unwrap_or(defaults.work_dir),
         token: presswork_worker::WorkerToken(flags.token),
         tls_ca: flags.tls_ca,
+        health_listen: flags.health_listen,
     };
 
     let shutdown = CancellationToken::new();

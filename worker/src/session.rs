@@ -91,10 +91,16 @@ pub(crate) struct WorkerSession {
     last_contact: Instant,
     fenced: bool,
     failures: u32,
+    /// True while the stream to the control plane is up and the worker takes jobs (the
+    /// health service's readiness).
+    connected: tokio::sync::watch::Sender<bool>,
 }
 
 impl WorkerSession {
-    pub(crate) fn new(config: WorkerConfig) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        config: WorkerConfig,
+        connected: tokio::sync::watch::Sender<bool>,
+    ) -> anyhow::Result<Self> {
         let endpoint = Endpoint::from_shared(config.control_plane.clone())
             .map_err(|e| {
                 anyhow::anyhow!(
@@ -147,6 +153,7 @@ impl WorkerSession {
             last_contact: Instant::now(),
             fenced: false,
             failures: 0,
+            connected,
         })
     }
 
@@ -168,6 +175,7 @@ impl WorkerSession {
                 biased;
                 _ = shutdown.cancelled(), if drain_until.is_none() => {
                     self.executor.stop_accepting();
+                    self.connected.send_replace(false);
                     // Ask for no more assignments; running jobs still report their outcomes.
                     self.send(&mut link, ConnectRequest { msg: Some(Msg::Draining(Draining {})) });
                     let running = self.executor.cancel_all(&CancelReason::WorkerShutdown);
@@ -264,12 +272,14 @@ impl WorkerSession {
         self.last_contact = Instant::now();
         self.fenced = false;
         link.up = Some(connection);
+        self.connected.send_replace(self.executor.is_accepting());
         while let Some(msg) = self.pending.pop_front() {
             self.send(link, msg);
         }
     }
 
     fn link_lost(&mut self, link: &mut Link, what: &str) {
+        self.connected.send_replace(false);
         link.up = None;
         link.heartbeat = None;
         link.connecting = None;
