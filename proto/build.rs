@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "presswork/v1/auth.proto",
         "presswork/v1/jobs.proto",
+        "presswork/v1/reports.proto",
         "presswork/v1/worker.proto",
     ];
     let fds = protox::compile(files, ["."])?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use presswork_proto::v1::auth_service_client::AuthServiceClient;
 use presswork_proto::v1::job_service_client::JobServiceClient;
+use presswork_proto::v1::report_service_client::ReportServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -18,6 +19,9 @@ use crate::token::{Token, TokenSource};
 
 /// The `JobService` client every `jobs` command uses.
 pub type JobsClient = JobServiceClient<InterceptedService<Channel, CallCredentials>>;
+
+/// The `ReportService` client of the `reports` commands.
+pub type ReportsClient = ReportServiceClient<InterceptedService<Channel, CallCredentials>>;
 
 /// The `AuthService` client of `login` and `whoami`.
 pub type AuthClient = AuthServiceClient<InterceptedService<Channel, CallCredentials>>;
@@ -132,6 +136,11 @@ pub fn channel(server: &str, tls_ca: Option<&Path>) -> Result<Channel, CliError>
 /// A `JobService` client on `channel` that sends `credentials` with every call.
 pub fn jobs_client(channel: Channel, credentials: CallCredentials) -> JobsClient {
     JobServiceClient::with_interceptor(channel, credentials)
+}
+
+/// A `ReportService` client on `channel` that sends `credentials` with every call.
+pub fn reports_client(channel: Channel, credentials: CallCredentials) -> ReportsClient {
+    ReportServiceClient::with_interceptor(channel, credentials)
 }
 
 /// An `AuthService` client on `channel` that sends `credentials` with every call.

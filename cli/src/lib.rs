@@ -11,6 +11,7 @@ pub mod error;
 pub mod health;
 pub mod jobs;
 pub mod output;
+pub mod reports;
 pub mod resume;
 pub mod token;
 
@@ -68,6 +69,9 @@ pub enum Command {
     /// Work with report jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Manage report configurations (JSON documents; changes need an administrator).
+    #[command(subcommand)]
+    Reports(reports::ReportsCommand),
     /// Asks the server's gRPC health service whether it serves (no sign-in needed). Prints
     /// SERVING and exits 0, or exits 5 when it does not serve or cannot be reached; for
     /// container health checks.
@@ -102,6 +106,18 @@ pub async fn run<'a>(
         Command::Jobs(command) => command,
         Command::Health { service } => {
             return health::run(&cli.server, cli.tls_ca.as_deref(), &service, cli.json, out).await;
+        }
+        Command::Reports(command) => {
+            let credentials = CallCredentials::from_token(env.token()?.as_ref())?;
+            let channel = client::channel(&cli.server, cli.tls_ca.as_deref())?;
+            let mut ctx = reports::Context {
+                client: client::reports_client(channel, credentials),
+                server: cli.server,
+                json: cli.json,
+                stdin: env.stdin,
+                out,
+            };
+            return reports::run(command, &mut ctx).await;
         }
     };
     let credentials = CallCredentials::from_token(env.token()?.as_ref())?;

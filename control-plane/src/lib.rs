@@ -7,6 +7,7 @@ pub mod config;
 pub mod dispatch;
 pub mod grpc;
 pub mod job;
+pub mod reports;
 pub mod store;
 pub mod time;
 pub mod web;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use presswork_proto::v1::auth_service_server::AuthServiceServer;
 use presswork_proto::v1::job_service_server::JobServiceServer;
+use presswork_proto::v1::report_service_server::ReportServiceServer;
 use presswork_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -29,6 +31,7 @@ use crate::auth::{AuthLayer, Authenticator};
 use crate::dispatch::Dispatcher;
 use crate::grpc::auth::AuthApi;
 use crate::grpc::jobs::JobApi;
+use crate::grpc::reports::ReportApi;
 use crate::grpc::workers::WorkerApi;
 use crate::store::Store;
 
@@ -71,6 +74,9 @@ pub async fn run(
     health_reporter
         .set_serving::<WorkerServiceServer<WorkerApi>>()
         .await;
+    health_reporter
+        .set_serving::<ReportServiceServer<ReportApi>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(presswork_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -111,6 +117,12 @@ pub async fn run(
             AuthServiceServer::new(AuthApi { auth }),
         ))
         .add_service(web::guarded(&guard, JobServiceServer::new(jobs)))
+        .add_service(web::guarded(
+            &guard,
+            ReportServiceServer::new(ReportApi {
+                store: store.clone(),
+            }),
+        ))
         .add_service(web::guarded(&guard, WorkerServiceServer::new(workers)));
     let routes = web::with_dashboard(routes, &config.web_dir);
     // HTTP/1.1 for grpc-web and the dashboard's files; HTTP/2 for gRPC.

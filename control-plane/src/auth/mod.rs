@@ -51,6 +51,13 @@ pub fn required_access(path: &str) -> Option<Access> {
         | "/presswork.v1.JobService/WatchJobLog" => User(Role::Viewer),
         "/presswork.v1.JobService/SubmitJob" => User(Role::Operator),
         "/presswork.v1.JobService/CancelJob" => User(Role::Administrator),
+        "/presswork.v1.ReportService/GetReport" | "/presswork.v1.ReportService/ListReports" => {
+            User(Role::Viewer)
+        }
+        // A configuration decides which files, URLs and databases workers read and write.
+        "/presswork.v1.ReportService/CreateReport"
+        | "/presswork.v1.ReportService/UpdateReport"
+        | "/presswork.v1.ReportService/DeleteReport" => User(Role::Administrator),
         "/presswork.v1.WorkerService/Connect" => Worker,
         "/grpc.health.v1.Health/Check"
         | "/grpc.health.v1.Health/Watch"

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod caller;
 pub mod jobs;
+pub mod reports;
 pub mod workers;
 
 use tonic::Status;
@@ -26,6 +27,15 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         StoreError::UserNotFound(name) => {
             Status::not_found(format!("user {name} not found: `users list` shows them"))
         }
+        StoreError::ReportExists(name) => Status::already_exists(format!(
+            "report {name} already exists: pick another name, or change it with UpdateReport (`presswork reports update`)"
+        )),
+        StoreError::ReportNotFound(name) => Status::not_found(format!(
+            "report {name} not found: `presswork reports list` shows the configured reports"
+        )),
+        StoreError::ReportVersion { name, current } => Status::aborted(format!(
+            "report {name} was changed by someone else meanwhile (it is now at version {current}): read it again and re-apply your change"
+        )),
         StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
             error!(error = %e, "store error");
             Status::internal(

@@ -41,6 +41,7 @@ impl Db {
             migrator(&[
                 include_str!("../../migrations/postgres/0001_init.sql"),
                 include_str!("../../migrations/postgres/0002_users.sql"),
+                include_str!("../../migrations/postgres/0003_reports.sql"),
             ])
             .run(&pool)
             .await?;
@@ -59,6 +60,7 @@ impl Db {
             migrator(&[
                 include_str!("../../migrations/sqlite/0001_init.sql"),
                 include_str!("../../migrations/sqlite/0002_users.sql"),
+                include_str!("../../migrations/sqlite/0003_reports.sql"),
             ])
             .run(&pool)
             .await?;

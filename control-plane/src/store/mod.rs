@@ -6,6 +6,7 @@
 
 mod backend;
 mod jobs;
+mod reports;
 mod rows;
 mod users;
 
@@ -37,6 +38,12 @@ pub enum StoreError {
     UserExists(String),
     #[error("user {0} not found")]
     UserNotFound(String),
+    #[error("report {0} already exists")]
+    ReportExists(String),
+    #[error("report {0} not found")]
+    ReportNotFound(String),
+    #[error("report {name} is at version {current}, not the version expected")]
+    ReportVersion { name: String, current: i64 },
 }
 
 /// A committed change of a job, as watchers see it.

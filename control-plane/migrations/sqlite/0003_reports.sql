@@ -1,0 +1,10 @@
+-- Report configurations. `body` is the encoded presswork.v1.ReportConfig without the fields
+-- the server sets (version, updated_by, times), which are columns.
+CREATE TABLE reports (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    updated_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
