@@ -365,26 +365,6 @@ fn check_delivery(delivery: &Connector, errors: &mut Errors) {
     }
 }
 
-/// The name of an aggregate's result column: its alias, or e.g. `sum_amount`, `count`.
-pub fn aggregate_name(function: Function, column: &str, alias: &str) -> String {
-    if !alias.is_empty() {
-        return alias.to_owned();
-    }
-    let f = match function {
-        Function::Count => "count",
-        Function::Sum => "sum",
-        Function::Avg => "avg",
-        Function::Min => "min",
-        Function::Max => "max",
-        Function::Unspecified => "unspecified",
-    };
-    if column.is_empty() {
-        f.to_owned()
-    } else {
-        format!("{f}_{column}")
-    }
-}
-
 fn check_transformation(t: &Transformation, errors: &mut Errors) {
     for (i, filter) in t.filters.iter().enumerate() {
         let field = format!("transformation.filters[{i}]");
@@ -427,7 +407,7 @@ fn check_transformation(t: &Transformation, errors: &mut Errors) {
             );
             continue;
         }
-        let name = aggregate_name(function, &aggregate.column, &aggregate.alias);
+        let name = aggregate.result_name();
         if let Some(other) = result_columns.insert(name.clone(), field.clone()) {
             errors.add(
                 format!("{field}.alias"),
@@ -718,12 +698,5 @@ mod tests {
             message.contains("template.page_size: `a3` is not a page size: use a4 or letter"),
             "{message}"
         );
-    }
-
-    #[test]
-    fn aggregate_names() {
-        assert_eq!(aggregate_name(Function::Count, "", ""), "count");
-        assert_eq!(aggregate_name(Function::Sum, "amount", ""), "sum_amount");
-        assert_eq!(aggregate_name(Function::Avg, "amount", "mean"), "mean");
     }
 }

@@ -10,7 +10,29 @@ pub mod v1 {
         tonic::include_file_descriptor_set!("presswork_descriptor");
 }
 
-use v1::{JobStatus, Stage};
+use v1::{Aggregate, JobStatus, Stage, aggregate::Function};
+
+impl Aggregate {
+    /// The name of the aggregate's result column: its alias, or e.g. `sum_amount`, `count`.
+    pub fn result_name(&self) -> String {
+        if !self.alias.is_empty() {
+            return self.alias.clone();
+        }
+        let function = match Function::try_from(self.function).unwrap_or(Function::Unspecified) {
+            Function::Count => "count",
+            Function::Sum => "sum",
+            Function::Avg => "avg",
+            Function::Min => "min",
+            Function::Max => "max",
+            Function::Unspecified => "unspecified",
+        };
+        if self.column.is_empty() {
+            function.to_owned()
+        } else {
+            format!("{function}_{}", self.column)
+        }
+    }
+}
 
 impl JobStatus {
     /// The short name used in the store, the CLI and JSON output: `QUEUED`, `RUNNING`, ...
@@ -59,7 +81,22 @@ impl Stage {
 
 #[cfg(test)]
 mod tests {
-    use super::v1::{JobStatus, Stage};
+    use super::v1::{Aggregate, JobStatus, Stage, aggregate::Function};
+
+    #[test]
+    fn aggregate_result_names() {
+        let named = |function: Function, column: &str, alias: &str| {
+            Aggregate {
+                function: function as i32,
+                column: column.into(),
+                alias: alias.into(),
+            }
+            .result_name()
+        };
+        assert_eq!(named(Function::Count, "", ""), "count");
+        assert_eq!(named(Function::Sum, "amount", ""), "sum_amount");
+        assert_eq!(named(Function::Avg, "amount", "mean"), "mean");
+    }
 
     #[test]
     fn status_short_names_round_trip() {

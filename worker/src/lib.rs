@@ -15,6 +15,7 @@ pub mod health;
 pub mod reports;
 mod session;
 pub mod stages;
+pub mod table;
 pub mod test_reports;
 
 use std::path::PathBuf;
