@@ -1,7 +1,10 @@
-//! Generate: writes the report as a real PDF (A4, Helvetica) into the job's work directory.
+//! Generate: writes the report as a real PDF (Helvetica, A4 or Letter) into the job's work
+//! directory.
 //!
-//! The table of regions breaks across pages when it is long; the header is repeated on each
-//! page and every page carries a "Page i of n" footer. The token is checked between pages.
+//! [`render_table_pdf`] lays out any [`Table`]: a title, the job's details and parameters, and
+//! the table, which breaks across pages with its header repeated on each, an optional totals
+//! line at the end, and a "Page i of n" footer on every page. The token is checked between
+//! pages. The built-in sales report ([`ReportDocument`]) is one such table.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -11,26 +14,70 @@ use pdf_writer::{Content, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 
 use super::transform::SalesSummary;
 use super::{StageContext, StageError};
+use crate::table::{Table, Value};
 
-const PAGE_WIDTH: f32 = 595.0;
-const PAGE_HEIGHT: f32 = 842.0;
-const LEFT: f32 = 56.0;
-const RIGHT: f32 = PAGE_WIDTH - 56.0;
-const TITLE_Y: f32 = 786.0;
+const MARGIN: f32 = 56.0;
 const BOTTOM: f32 = 72.0;
 const ROW_HEIGHT: f32 = 16.0;
-/// Where the table header sits on the first page (below the job details) and on the others.
-const FIRST_TABLE_Y: f32 = 700.0;
-const NEXT_TABLE_Y: f32 = 760.0;
-/// Right edges of the number columns.
-const ROWS_RIGHT: f32 = 300.0;
-const TOTAL_RIGHT: f32 = 420.0;
-const AVERAGE_RIGHT: f32 = RIGHT;
+/// Space between the page's top and the title's baseline.
+const TITLE_DROP: f32 = 56.0;
+/// Where the table header sits below the title: lower on the first page (the job details).
+const FIRST_TABLE_DROP: f32 = 142.0;
+const NEXT_TABLE_DROP: f32 = 82.0;
+/// The subtitle takes one more line on the first page.
+const SUBTITLE_DROP: f32 = ROW_HEIGHT;
+const FONT_SIZE: f32 = 10.0;
+/// Helvetica's average glyph width, in text-space units per point of font size.
+const AVERAGE_GLYPH: f32 = 0.55;
 
 const REGULAR: Name<'static> = Name(b"F1");
 const BOLD: Name<'static> = Name(b"F2");
 
-/// What the PDF shows.
+/// The paper a report is printed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PageSize {
+    #[default]
+    A4,
+    Letter,
+}
+
+impl PageSize {
+    /// From a configuration's `template.page_size` ("", "a4" or "letter").
+    pub fn from_name(name: &str) -> Option<PageSize> {
+        match name {
+            "" | "a4" => Some(PageSize::A4),
+            "letter" => Some(PageSize::Letter),
+            _ => None,
+        }
+    }
+
+    /// Width and height in points.
+    fn size(self) -> (f32, f32) {
+        match self {
+            PageSize::A4 => (595.0, 842.0),
+            PageSize::Letter => (612.0, 792.0),
+        }
+    }
+}
+
+/// What a table report's PDF shows.
+#[derive(Debug, Clone)]
+pub struct TableDocument<'a> {
+    pub title: &'a str,
+    /// A line under the title on the first page; may be empty.
+    pub subtitle: &'a str,
+    pub job_id: &'a str,
+    pub attempt: u32,
+    /// The job's parameters, in the order to show them.
+    pub params: &'a [(String, String)],
+    pub table: &'a Table,
+    /// A last line in bold (e.g. `Table::totals`, with a label in its first column).
+    pub totals: Option<Vec<Value>>,
+    pub page_size: PageSize,
+    pub generated_at: SystemTime,
+}
+
+/// The built-in sales report: sales by region.
 #[derive(Debug, Clone)]
 pub struct ReportDocument<'a> {
     pub title: &'a str,
@@ -42,6 +89,44 @@ pub struct ReportDocument<'a> {
     pub generated_at: SystemTime,
 }
 
+impl ReportDocument<'_> {
+    /// The summary as a table: region, sales, total, average, and a totals line.
+    fn table(&self) -> (Table, Vec<Value>) {
+        let summary = self.summary;
+        let table = Table {
+            columns: ["Region", "Sales", "Total", "Average"]
+                .map(String::from)
+                .to_vec(),
+            rows: summary
+                .regions
+                .iter()
+                .map(|r| {
+                    vec![
+                        Value::Text(r.region.clone()),
+                        Value::Number(r.rows as f64),
+                        Value::Number(r.total),
+                        Value::Number(r.average()),
+                    ]
+                })
+                .collect(),
+            rows_read: summary.rows,
+            rows_kept: summary.rows,
+        };
+        let average = if summary.rows == 0 {
+            0.0
+        } else {
+            summary.total / summary.rows as f64
+        };
+        let totals = vec![
+            Value::Text("Total".into()),
+            Value::Number(summary.rows as f64),
+            Value::Number(summary.total),
+            Value::Number(average),
+        ];
+        (table, totals)
+    }
+}
+
 /// A rendered PDF.
 #[derive(Debug, Clone)]
 pub struct RenderedPdf {
@@ -49,10 +134,90 @@ pub struct RenderedPdf {
     pub pages: usize,
 }
 
-/// Renders `doc`, calling `check` before each page (return `Err` to stop) and `progress`
-/// after each page.
+/// Renders the sales report `doc` (see [`render_table_pdf`]).
 pub fn render_pdf(
     doc: &ReportDocument<'_>,
+    check: impl Fn() -> Result<(), StageError>,
+    progress: impl Fn(f64),
+) -> Result<RenderedPdf, StageError> {
+    let (table, totals) = doc.table();
+    let table_doc = TableDocument {
+        title: doc.title,
+        subtitle: "",
+        job_id: doc.job_id,
+        attempt: doc.attempt,
+        params: doc.params,
+        table: &table,
+        totals: Some(totals),
+        page_size: PageSize::A4,
+        generated_at: doc.generated_at,
+    };
+    render_table_pdf(&table_doc, check, progress)
+}
+
+/// Where things go on a page of one document.
+struct Layout {
+    width: f32,
+    height: f32,
+    /// Left edge of each column, and the right edge of the last.
+    edges: Vec<f32>,
+    /// Right-aligned (every value a number or empty).
+    numeric: Vec<bool>,
+    /// Characters that fit in each column.
+    fits: Vec<usize>,
+}
+
+impl Layout {
+    fn new(doc: &TableDocument<'_>) -> Layout {
+        let (width, height) = doc.page_size.size();
+        let columns = doc.table.columns.len().max(1);
+        let step = (width - 2.0 * MARGIN) / columns as f32;
+        let edges = (0..=columns).map(|i| MARGIN + step * i as f32).collect();
+        let numeric = (0..columns)
+            .map(|i| {
+                let mut any = false;
+                for row in &doc.table.rows {
+                    match row.get(i) {
+                        Some(Value::Number(_)) => any = true,
+                        Some(Value::Text(_)) => return false,
+                        _ => {}
+                    }
+                }
+                any
+            })
+            .collect();
+        let fits = vec![((step - 6.0) / (FONT_SIZE * AVERAGE_GLYPH)).max(3.0) as usize; columns];
+        Layout {
+            width,
+            height,
+            edges,
+            numeric,
+            fits,
+        }
+    }
+
+    fn title_y(&self) -> f32 {
+        self.height - TITLE_DROP
+    }
+
+    fn table_y(&self, first: bool, subtitle: bool) -> f32 {
+        if first {
+            self.height - FIRST_TABLE_DROP - if subtitle { SUBTITLE_DROP } else { 0.0 }
+        } else {
+            self.height - NEXT_TABLE_DROP
+        }
+    }
+
+    /// How many table lines fit below a header at `table_y`.
+    fn lines_below(&self, table_y: f32) -> usize {
+        (((table_y - ROW_HEIGHT - BOTTOM) / ROW_HEIGHT) as usize + 1).max(1)
+    }
+}
+
+/// Renders `doc`, calling `check` before each page (return `Err` to stop) and `progress`
+/// after each page.
+pub fn render_table_pdf(
+    doc: &TableDocument<'_>,
     check: impl Fn() -> Result<(), StageError>,
     progress: impl Fn(f64),
 ) -> Result<RenderedPdf, StageError> {
@@ -63,9 +228,9 @@ pub fn render_pdf(
     let info_id = Ref::new(5);
     let first_page_ref = 6;
 
-    // One table line per region, then the totals line.
-    let lines = doc.summary.regions.len() + 1;
-    let pages = paginate(lines);
+    let layout = Layout::new(doc);
+    let lines = doc.table.rows.len() + usize::from(doc.totals.is_some());
+    let pages = paginate(&layout, !doc.subtitle.is_empty(), lines);
     let page_ids: Vec<Ref> = (0..pages.len())
         .map(|index| Ref::new(first_page_ref + 2 * index as i32))
         .collect();
@@ -87,7 +252,7 @@ pub fn render_pdf(
         let page_id = page_ids[index];
         let content_id = Ref::new(page_id.get() + 1);
         let mut page = pdf.page(page_id);
-        page.media_box(Rect::new(0.0, 0.0, PAGE_WIDTH, PAGE_HEIGHT))
+        page.media_box(Rect::new(0.0, 0.0, layout.width, layout.height))
             .parent(tree_id)
             .contents(content_id);
         page.resources()
@@ -96,7 +261,7 @@ pub fn render_pdf(
             .pair(BOLD, bold_id);
         page.finish();
 
-        let content = page_content(doc, &title, index, pages.len(), lines.clone());
+        let content = page_content(doc, &layout, &title, index, pages.len(), lines.clone());
         pdf.stream(content_id, &content.finish());
         progress((index + 1) as f64 / pages.len() as f64);
     }
@@ -107,11 +272,10 @@ pub fn render_pdf(
 }
 
 /// Splits `lines` table lines into pages: which lines go on each page (at least one page).
-fn paginate(lines: usize) -> Vec<Range<usize>> {
-    let fits = |table_y: f32| ((table_y - ROW_HEIGHT - BOTTOM) / ROW_HEIGHT) as usize + 1;
+fn paginate(layout: &Layout, subtitle: bool, lines: usize) -> Vec<Range<usize>> {
     let mut pages = Vec::new();
     let mut start = 0;
-    let mut capacity = fits(FIRST_TABLE_Y);
+    let mut capacity = layout.lines_below(layout.table_y(true, subtitle));
     loop {
         let end = (start + capacity).min(lines);
         pages.push(start..end);
@@ -119,85 +283,110 @@ fn paginate(lines: usize) -> Vec<Range<usize>> {
             return pages;
         }
         start = end;
-        capacity = fits(NEXT_TABLE_Y);
+        capacity = layout.lines_below(layout.table_y(false, subtitle));
+    }
+}
+
+/// A cell as printed: numbers grouped by thousands (two decimals unless whole).
+fn cell(value: &Value, fits: usize) -> String {
+    match value {
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => grouped(*n, 0),
+        Value::Number(n) => grouped(*n, 2),
+        other => printable(&other.display(), fits),
     }
 }
 
 fn page_content(
-    doc: &ReportDocument<'_>,
+    doc: &TableDocument<'_>,
+    layout: &Layout,
     title: &str,
     index: usize,
     page_count: usize,
     lines: Range<usize>,
 ) -> Content {
     let mut content = Content::new();
-    let summary = doc.summary;
-    let table_y = if index == 0 {
-        text(&mut content, BOLD, 18.0, LEFT, TITLE_Y, title);
-        let details = [
-            format!("Job {} (attempt {})", doc.job_id, doc.attempt),
-            format!("Generated {}", format_utc(doc.generated_at)),
-            format!("Parameters: {}", describe_params(doc.params)),
-        ];
+    let left = MARGIN;
+    let right = layout.width - MARGIN;
+    let subtitle = !doc.subtitle.is_empty();
+    let table_y = layout.table_y(index == 0, subtitle);
+    if index == 0 {
+        text(&mut content, BOLD, 18.0, left, layout.title_y(), title);
+        let mut details = Vec::new();
+        if subtitle {
+            details.push(doc.subtitle.to_string());
+        }
+        details.push(format!("Job {} (attempt {})", doc.job_id, doc.attempt));
+        details.push(format!("Generated {}", format_utc(doc.generated_at)));
+        details.push(format!("Parameters: {}", describe_params(doc.params)));
         for (line, detail) in details.iter().enumerate() {
-            let y = TITLE_Y - 26.0 - ROW_HEIGHT * line as f32;
+            let y = layout.title_y() - 26.0 - ROW_HEIGHT * line as f32;
             text(
                 &mut content,
                 REGULAR,
                 10.0,
-                LEFT,
+                left,
                 y,
                 &printable(detail, 100),
             );
         }
-        FIRST_TABLE_Y
     } else {
         let continued = format!("{title} (continued)");
-        text(&mut content, BOLD, 14.0, LEFT, TITLE_Y, &continued);
-        NEXT_TABLE_Y
-    };
+        text(&mut content, BOLD, 14.0, left, layout.title_y(), &continued);
+    }
 
-    text(&mut content, BOLD, 10.0, LEFT, table_y, "Region");
-    right_text(&mut content, BOLD, 10.0, ROWS_RIGHT, table_y, "Sales");
-    right_text(&mut content, BOLD, 10.0, TOTAL_RIGHT, table_y, "Total");
-    right_text(&mut content, BOLD, 10.0, AVERAGE_RIGHT, table_y, "Average");
-    rule(&mut content, table_y - 4.0);
+    let put = |content: &mut Content, font: Name<'_>, column: usize, y: f32, value: &str| {
+        if layout.numeric[column] {
+            right_text(
+                content,
+                font,
+                FONT_SIZE,
+                layout.edges[column + 1] - 6.0,
+                y,
+                value,
+            );
+        } else {
+            text(content, font, FONT_SIZE, layout.edges[column], y, value);
+        }
+    };
+    for (column, name) in doc.table.columns.iter().enumerate() {
+        put(
+            &mut content,
+            BOLD,
+            column,
+            table_y,
+            &printable(name, layout.fits[column]),
+        );
+    }
+    rule(&mut content, left, right, table_y - 4.0);
 
     for (row, line) in lines.enumerate() {
         let y = table_y - ROW_HEIGHT * (row as f32 + 1.0);
-        let (font, label, rows, total, average) = match summary.regions.get(line) {
-            Some(region) => (
-                REGULAR,
-                printable(&region.region, 40),
-                region.rows,
-                region.total,
-                region.average(),
-            ),
+        let (font, values) = match doc.table.rows.get(line) {
+            Some(values) => (REGULAR, values),
             None => {
-                rule(&mut content, y + ROW_HEIGHT - 4.0);
-                let average = if summary.rows == 0 {
-                    0.0
-                } else {
-                    summary.total / summary.rows as f64
-                };
+                rule(&mut content, left, right, y + ROW_HEIGHT - 4.0);
                 (
                     BOLD,
-                    "Total".to_string(),
-                    summary.rows,
-                    summary.total,
-                    average,
+                    doc.totals
+                        .as_ref()
+                        .expect("the line after the rows is the totals"),
                 )
             }
         };
-        text(&mut content, font, 10.0, LEFT, y, &label);
-        right_text(&mut content, font, 10.0, ROWS_RIGHT, y, &rows.to_string());
-        right_text(&mut content, font, 10.0, TOTAL_RIGHT, y, &money(total));
-        right_text(&mut content, font, 10.0, AVERAGE_RIGHT, y, &money(average));
+        for (column, value) in values.iter().enumerate().take(doc.table.columns.len()) {
+            put(
+                &mut content,
+                font,
+                column,
+                y,
+                &cell(value, layout.fits[column]),
+            );
+        }
     }
 
     let footer = format!("Page {} of {page_count}", index + 1);
-    text(&mut content, REGULAR, 8.0, LEFT, 40.0, "Presswork");
-    right_text(&mut content, REGULAR, 8.0, RIGHT, 40.0, &footer);
+    text(&mut content, REGULAR, 8.0, left, 40.0, "Presswork");
+    right_text(&mut content, REGULAR, 8.0, right, 40.0, &footer);
     content
 }
 
@@ -224,11 +413,11 @@ fn right_text(content: &mut Content, font: Name<'_>, size: f32, right: f32, y: f
     text(content, font, size, right - width * size / 1000.0, y, value);
 }
 
-fn rule(content: &mut Content, y: f32) {
+fn rule(content: &mut Content, left: f32, right: f32, y: f32) {
     content
         .set_line_width(0.5)
-        .move_to(LEFT, y)
-        .line_to(RIGHT, y)
+        .move_to(left, y)
+        .line_to(right, y)
         .stroke();
 }
 
@@ -262,23 +451,26 @@ fn describe_params(params: &[(String, String)]) -> String {
         .join(", ")
 }
 
-/// `1234567.891` → `1,234,567.89`.
-fn money(amount: f64) -> String {
-    let fixed = format!("{:.2}", amount.abs());
-    let (whole, cents) = fixed.split_once('.').unwrap_or((&fixed, "00"));
-    let mut grouped = String::new();
+/// `1234567.891` → `1,234,567.89` (with 2 decimals), `-1234` → `-1,234` (with 0).
+fn grouped(amount: f64, decimals: usize) -> String {
+    let fixed = format!("{:.*}", decimals, amount.abs());
+    let (whole, fraction) = fixed.split_once('.').unwrap_or((&fixed, ""));
+    let mut out = String::new();
     for (index, digit) in whole.chars().enumerate() {
         if index > 0 && (whole.len() - index) % 3 == 0 {
-            grouped.push(',');
+            out.push(',');
         }
-        grouped.push(digit);
+        out.push(digit);
     }
-    let sign = if amount < 0.0 && fixed != "0.00" {
-        "-"
-    } else {
-        ""
-    };
-    format!("{sign}{grouped}.{cents}")
+    if !fraction.is_empty() {
+        out.push('.');
+        out.push_str(fraction);
+    }
+    let zero = fixed.chars().all(|c| c == '0' || c == '.');
+    if amount < 0.0 && !zero {
+        out.insert(0, '-');
+    }
+    out
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, proleptic Gregorian calendar).
@@ -416,11 +608,136 @@ mod tests {
         assert_eq!(checks.get(), 2);
     }
 
+    fn table(rows: usize) -> Table {
+        Table {
+            columns: vec!["region".into(), "product".into(), "total".into()],
+            rows: (0..rows)
+                .map(|i| {
+                    vec![
+                        Value::Text(format!("region-{i:03}")),
+                        if i % 7 == 0 {
+                            Value::Null
+                        } else {
+                            Value::Text("pens".into())
+                        },
+                        Value::Number(1000.0 + i as f64 / 4.0),
+                    ]
+                })
+                .collect(),
+            rows_read: rows as u64,
+            rows_kept: rows as u64,
+        }
+    }
+
+    /// The PDF read back: its pages' text, and the first page's size.
+    fn read_back(bytes: &[u8]) -> (Vec<String>, (f32, f32)) {
+        let document = lopdf::Document::load_mem(bytes).expect("a PDF lopdf can read");
+        let pages = document.get_pages();
+        let texts = pages
+            .keys()
+            .map(|n| document.extract_text(&[*n]).expect("page text"))
+            .collect();
+        let first = document
+            .get_object(*pages.values().next().unwrap())
+            .unwrap();
+        let media = first
+            .as_dict()
+            .unwrap()
+            .get(b"MediaBox")
+            .unwrap()
+            .as_array()
+            .unwrap();
+        let number = |o: &lopdf::Object| {
+            o.as_float()
+                .or_else(|_| o.as_i64().map(|i| i as f32))
+                .unwrap()
+        };
+        (texts, (number(&media[2]), number(&media[3])))
+    }
+
+    #[test]
+    fn any_table_breaks_across_pages_with_its_header_repeated() {
+        let table = table(100);
+        let doc = TableDocument {
+            title: "Pens by region",
+            subtitle: "Only pens, by region",
+            job_id: "job-7",
+            attempt: 2,
+            params: &[("month".to_string(), "2026-10".to_string())],
+            table: &table,
+            totals: Some(vec![
+                Value::Text("Total".into()),
+                Value::Null,
+                Value::Number(112_375.0),
+            ]),
+            page_size: PageSize::Letter,
+            generated_at: UNIX_EPOCH + Duration::from_secs(1_737_331_200),
+        };
+        let pdf = render_table_pdf(&doc, || Ok(()), |_| {}).expect("renders");
+        let (pages, size) = read_back(&pdf.bytes);
+        assert_eq!(size, (612.0, 792.0), "Letter");
+        assert_eq!(pages.len(), pdf.pages);
+        assert_eq!(pages.len(), 3, "100 rows and the totals on Letter");
+        let first = &pages[0];
+        for expected in [
+            "Pens by region",
+            "Only pens, by region",
+            "Job job-7 (attempt 2)",
+            "month=2026-10",
+            "2025-01-20",
+            "region-000",
+            "1,000",
+            "Page 1 of 3",
+        ] {
+            assert!(
+                first.contains(expected),
+                "page 1 lacks {expected:?}: {first}"
+            );
+        }
+        for (i, page) in pages.iter().enumerate().skip(1) {
+            assert!(
+                page.contains("Pens by region (continued)"),
+                "page {}: {page}",
+                i + 1
+            );
+            for header in ["region", "product", "total"] {
+                assert!(
+                    page.contains(header),
+                    "page {} repeats the header {header:?}",
+                    i + 1
+                );
+            }
+        }
+        let last = pages.last().unwrap();
+        assert!(
+            last.contains("region-099") && last.contains("1,024.75"),
+            "{last}"
+        );
+        assert!(
+            last.contains("Total") && last.contains("112,375") && last.contains("Page 3 of 3"),
+            "{last}"
+        );
+        let all: String = pages.concat();
+        assert_eq!(all.matches("region-").count(), 100, "every row once");
+    }
+
+    #[test]
+    fn the_sales_report_reads_back() {
+        let pdf = render(45);
+        let (pages, size) = read_back(&pdf.bytes);
+        assert_eq!(size, (595.0, 842.0), "A4");
+        assert_eq!(pages.len(), 2);
+        assert!(pages[0].contains("Sales by region") && pages[0].contains("Region 000"));
+        assert!(pages[1].contains("Total") && pages[1].contains("Average"));
+    }
+
     #[test]
     fn formats_money_dates_and_text() {
-        assert_eq!(money(1_234_567.891), "1,234,567.89");
-        assert_eq!(money(-12.5), "-12.50");
-        assert_eq!(money(999.999), "1,000.00");
+        assert_eq!(grouped(1_234_567.891, 2), "1,234,567.89");
+        assert_eq!(grouped(-12.5, 2), "-12.50");
+        assert_eq!(grouped(999.999, 2), "1,000.00");
+        assert_eq!(grouped(-1234.0, 0), "-1,234");
+        assert_eq!(grouped(-0.001, 2), "0.00");
         assert_eq!(
             format_utc(UNIX_EPOCH + Duration::from_secs(1_737_331_200 + 3661)),
             "2025-01-20 01:01:01 UTC"
