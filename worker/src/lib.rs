@@ -7,10 +7,13 @@
 //! - [`stages`]: the stages and the contract they follow ([`stages::StageContext`]).
 //! - [`reports`]: the built-in report kinds.
 //! - [`cancel`]: why a job was cancelled, and its point of no return.
+//! - [`plugin`]: out-of-process connectors (any language, JSON lines over stdin/stdout) and
+//!   their conformance kit.
 //! - [`test_reports`]: test-only workloads for benchmarks (`--enable-test-reports`).
 
 pub mod cancel;
 mod executor;
+pub mod plugin;
 pub mod reports;
 mod session;
 pub mod stages;
@@ -50,6 +53,9 @@ pub struct WorkerConfig {
     pub token: WorkerToken,
     /// PEM CA certificate to trust for an `https://` control plane (`--tls-ca`).
     pub tls_ca: Option<PathBuf>,
+    /// The connectors jobs may name (`--connector`, `--connector-dir`), and their grace
+    /// period after SIGTERM (`--connector-grace-ms`).
+    pub connectors: plugin::Connectors,
 }
 
 /// A worker credential; never printed, not even by `{:?}`.
@@ -80,6 +86,7 @@ impl Default for WorkerConfig {
             work_dir: std::env::temp_dir(),
             token: WorkerToken::default(),
             tls_ca: None,
+            connectors: plugin::Connectors::default(),
         }
     }
 }
@@ -139,6 +146,7 @@ pub async fn run(mut config: WorkerConfig, shutdown: CancellationToken) -> anyho
         control_plane = %config.control_plane,
         output_dir = %config.output_dir.display(),
         reports = ?reports::available(config.enable_test_reports),
+        connectors = ?config.connectors.names(),
         "worker starting"
     );
     session::WorkerSession::new(config)?.run(shutdown).await
