@@ -59,15 +59,36 @@ async fn connector_pid(cluster: &Cluster, job_id: &str) -> i32 {
         .unwrap_or_else(|| panic!("no pid in {:?}", entry.message))
 }
 
-/// The misbehaving connector says on stderr (copied to the job log) once it has set itself
-/// up, here to ignore SIGTERM; a cancel before that would find it still defenceless.
-async fn wait_until_ignoring_sigterm(cluster: &Cluster, job_id: &str) {
+/// Submits a job whose connector ignores SIGTERM (and hangs on the cancel message), and
+/// cancels it once the connector has set itself up — it says so on its stderr, which the job
+/// log shows; a cancel before that would find it still defenceless. Returns the job and the
+/// connector's pid.
+async fn cancel_a_stubborn_connector(cluster: &Cluster) -> (Job, i32) {
+    let job = cluster
+        .submit(
+            "demo-fast",
+            &[
+                ("source", "misbehaving"),
+                ("source.misbehave", "ignore-sigterm"),
+                ("source.rows", "10000000"),
+            ],
+        )
+        .await;
+    let connector = connector_pid(cluster, &job.id).await;
     cluster
-        .wait_for_log_entry(job_id, "the connector's mode on its stderr", WAIT, |e| {
+        .wait_for_log_entry(&job.id, "the connector's mode on its stderr", WAIT, |e| {
             e.message
                 .contains("misbehaving connector: mode 'ignore-sigterm'")
         })
         .await;
+    cluster
+        .cancel_expecting(
+            &job.id,
+            "test: stubborn connector",
+            CancelOutcome::Cancelling,
+        )
+        .await;
+    (job, connector)
 }
 
 fn log_has(log: &[LogEntry], needle: &str) -> bool {
@@ -102,6 +123,23 @@ fn assert_nothing_left(cluster: &Cluster, job: &Job, connector: i32) {
             .collect();
         assert!(delivered.is_empty(), "a stopped job left {delivered:?}");
     }
+}
+
+/// The worker's open file descriptors come back to their number before the job (pipes closed).
+async fn assert_descriptors_settle(worker: i32, before: usize) {
+    wait_until(
+        "the worker's file descriptors returning to their number before the job",
+        SETTLE,
+        || open_fds(worker) <= before,
+        || {
+            format!(
+                "{} open, {before} before:\n    {}",
+                open_fds(worker),
+                describe_fds(worker)
+            )
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -191,19 +229,7 @@ async fn cancelling_mid_ingest_stops_the_connector_and_leaves_nothing() {
         "the connector's stderr is in the job log: {report}"
     );
     assert_nothing_left(&cluster, &done, connector);
-    wait_until(
-        "the worker's file descriptors returning to their number before the job",
-        SETTLE,
-        || open_fds(worker) <= fds_before,
-        || {
-            format!(
-                "{} open, {fds_before} before:\n    {}",
-                open_fds(worker),
-                describe_fds(worker)
-            )
-        },
-    )
-    .await;
+    assert_descriptors_settle(worker, fds_before).await;
 }
 
 #[tokio::test]
@@ -211,25 +237,9 @@ async fn a_connector_that_ignores_sigterm_is_killed_after_the_grace() {
     let cluster = with_connectors(&["--connector-grace-ms", "1000"])
         .start()
         .await;
-    let job = cluster
-        .submit(
-            "demo-fast",
-            &[
-                ("source", "misbehaving"),
-                ("source.misbehave", "ignore-sigterm"),
-                ("source.rows", "10000000"),
-            ],
-        )
-        .await;
-    let connector = connector_pid(&cluster, &job.id).await;
-    wait_until_ignoring_sigterm(&cluster, &job.id).await;
-    cluster
-        .cancel_expecting(
-            &job.id,
-            "test: stubborn connector",
-            CancelOutcome::Cancelling,
-        )
-        .await;
+    let worker = cluster.worker_pid(0);
+    let fds_before = open_fds(worker);
+    let (job, connector) = cancel_a_stubborn_connector(&cluster).await;
     let done = cluster.wait_for_terminal(&job.id, WAIT).await;
     let report = cluster.job_report(&job.id).await;
     // The grace (1 s) is far inside the cancel deadline (30 s): the worker's SIGKILL ends the
@@ -245,6 +255,7 @@ async fn a_connector_that_ignores_sigterm_is_killed_after_the_grace() {
         "{report}"
     );
     assert_nothing_left(&cluster, &done, connector);
+    assert_descriptors_settle(worker, fds_before).await;
 }
 
 #[tokio::test]
@@ -256,21 +267,7 @@ async fn the_force_stop_after_the_cancel_deadline_kills_the_connectors_group() {
         .capacity(1)
         .start()
         .await;
-    let job = cluster
-        .submit(
-            "demo-fast",
-            &[
-                ("source", "misbehaving"),
-                ("source.misbehave", "ignore-sigterm"),
-                ("source.rows", "10000000"),
-            ],
-        )
-        .await;
-    let connector = connector_pid(&cluster, &job.id).await;
-    wait_until_ignoring_sigterm(&cluster, &job.id).await;
-    cluster
-        .cancel_expecting(&job.id, "test: force stop", CancelOutcome::Cancelling)
-        .await;
+    let (job, connector) = cancel_a_stubborn_connector(&cluster).await;
     let done = cluster.wait_for_terminal(&job.id, LONG_WAIT).await;
     let report = cluster.job_report(&job.id).await;
     assert_eq!(done.status(), JobStatus::Failed, "{report}");

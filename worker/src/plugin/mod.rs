@@ -155,7 +155,7 @@ mod tests {
         std::fs::write(plugins.join("README.md"), "not a program").expect("write");
         let connectors = Connectors::from_settings(
             &[format!("sales={}", sales.display())],
-            &[plugins.clone()],
+            std::slice::from_ref(&plugins),
             Duration::from_secs(2),
         )
         .expect("valid");

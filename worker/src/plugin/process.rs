@@ -481,6 +481,14 @@ mod tests {
         }
     }
 
+    /// Starts `program` in `dir`, its stderr dropped.
+    async fn start(program: &ConnectorProgram, dir: &Path) -> ConnectorRun {
+        let (sink, _) = collecting();
+        ConnectorRun::start(program, &start_message(dir), sink)
+            .await
+            .expect("starts")
+    }
+
     fn collecting() -> (LineSink, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = {
@@ -535,10 +543,7 @@ echo '{"type":"done"}'"#,
     async fn garbage_on_stdout_is_a_protocol_error_naming_the_connector() {
         let dir = tempfile::tempdir().expect("tempdir");
         let program = script(dir.path(), "noisy", "echo 'Starting up...'; sleep 5");
-        let (sink, _) = collecting();
-        let mut run = ConnectorRun::start(&program, &start_message(dir.path()), sink)
-            .await
-            .expect("starts");
+        let mut run = start(&program, dir.path()).await;
         let group = run.pid();
         let error = run.next_message().await.expect_err("garbage");
         assert!(error.starts_with("connector `noisy` broke the connector protocol: line 1 of its stdout is not a protocol message"), "{error}");
@@ -560,10 +565,7 @@ sleep 300 &
 echo '{"type":"progress","fraction":0.1}'
 while :; do sleep 1; done"#,
         );
-        let (sink, _) = collecting();
-        let mut run = ConnectorRun::start(&program, &start_message(dir.path()), sink)
-            .await
-            .expect("starts");
+        let mut run = start(&program, dir.path()).await;
         let group = run.pid();
         assert_eq!(
             run.next_message().await.expect("valid"),
@@ -593,10 +595,7 @@ while :; do sleep 1; done"#,
             r#"sleep 300 &
 echo '{"type":"done"}'"#,
         );
-        let (sink, _) = collecting();
-        let mut run = ConnectorRun::start(&program, &start_message(dir.path()), sink)
-            .await
-            .expect("starts");
+        let mut run = start(&program, dir.path()).await;
         let group = run.pid();
         assert_eq!(
             run.next_message().await.expect("valid"),
@@ -626,10 +625,7 @@ sleep 300 &
 echo '{"type":"progress","fraction":0.5}'
 wait"#,
         );
-        let (sink, _) = collecting();
-        let mut run = ConnectorRun::start(&program, &start_message(dir.path()), sink)
-            .await
-            .expect("starts");
+        let mut run = start(&program, dir.path()).await;
         let group = run.pid();
         run.next_message().await.expect("valid");
         drop(run);
