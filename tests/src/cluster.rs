@@ -82,6 +82,8 @@ pub struct ClusterBuilder {
     backend: Backend,
     /// More flags for the control plane.
     control_plane_args: Vec<String>,
+    /// More flags for every worker.
+    worker_args: Vec<String>,
     /// Serve (and connect) over TLS with a certificate made for the test.
     tls: bool,
 }
@@ -96,6 +98,7 @@ impl Default for ClusterBuilder {
             test_reports: false,
             backend: Backend::Sqlite,
             control_plane_args: Vec::new(),
+            worker_args: Vec::new(),
             tls: false,
         }
     }
@@ -141,6 +144,12 @@ impl ClusterBuilder {
     pub fn control_plane_args(mut self, args: &[&str]) -> Self {
         self.control_plane_args
             .extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Passes more flags to every worker (e.g. `["--connector", "sales=/path/sales.py"]`).
+    pub fn worker_args(mut self, args: &[&str]) -> Self {
+        self.worker_args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
@@ -392,6 +401,11 @@ impl Cluster {
         self.worker(index).signal(Signal::SIGCONT);
     }
 
+    /// The process id of worker `index` (to look at it in `/proc`).
+    pub fn worker_pid(&self, index: usize) -> i32 {
+        self.worker(index).pid().as_raw()
+    }
+
     fn worker(&self, index: usize) -> &Process {
         self.workers[index]
             .as_ref()
@@ -425,6 +439,7 @@ impl Cluster {
         if self.config.test_reports {
             args.push("--enable-test-reports".to_owned());
         }
+        args.extend(self.config.worker_args.iter().cloned());
         let log = self.root.join(format!("{name}.log"));
         let worker = Process::spawn(&name, &binary_path(WORKER_BINARY), &args, &log);
         self.workers[index] = Some(worker);

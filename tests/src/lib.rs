@@ -21,6 +21,7 @@ pub mod execution_log;
 pub mod process;
 pub mod races;
 mod readiness;
+pub mod system;
 pub mod verdict;
 pub mod waiting;
 

@@ -1,6 +1,6 @@
 //! AC-002: cancelling a running job answers CANCELLING at once, and the worker stops it in the
-//! stage it was in; the cancel's milestones are recorded in order. A repeated cancel is
-//! idempotent.
+//! stage it was in — each of the four — leaving no work directory and no partial output; the
+//! cancel's milestones are recorded in order. A repeated cancel is idempotent.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -160,8 +160,21 @@ async fn cancel_during_ingest_stops_in_ingest() {
 }
 
 #[tokio::test]
+async fn cancel_during_transform_stops_in_transform() {
+    cancel_in_stage(Stage::Transform).await;
+}
+
+#[tokio::test]
 async fn cancel_during_generate_stops_in_generate() {
     cancel_in_stage(Stage::Generate).await;
+}
+
+/// Before the report is published: nothing partial is left in the output directory (the
+/// stage's own test, `deliver::a_cancel_during_the_copy_leaves_no_file_behind`, cancels in the
+/// middle of the copy).
+#[tokio::test]
+async fn cancel_during_deliver_stops_in_deliver() {
+    cancel_in_stage(Stage::Deliver).await;
 }
 
 /// `demo-stuck` ignores its cancel, so the job stays CANCELLING until the deadline: every

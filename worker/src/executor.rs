@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::cancel::{CancelEffect, CancelReason, JobControl};
+use crate::plugin::Connectors;
 use crate::reports::{self, ReportPlan};
 use crate::stages::generate::ReportDocument;
 use crate::stages::{JobReporter, StageContext, StageError, deliver, generate, ingest, transform};
@@ -41,6 +42,7 @@ pub(crate) struct ExecutorSettings {
     pub(crate) enable_test_reports: bool,
     pub(crate) output_dir: PathBuf,
     pub(crate) work_dir: PathBuf,
+    pub(crate) connectors: Connectors,
 }
 
 struct RunningJob {
@@ -148,6 +150,7 @@ impl Executor {
                 &assign.report,
                 &assign.params,
                 self.settings.enable_test_reports,
+                &self.settings.connectors,
             )
         };
         let refusal = match planned {
@@ -568,6 +571,7 @@ mod tests {
             enable_test_reports: true,
             output_dir: output.path().to_path_buf(),
             work_dir: work.path().to_path_buf(),
+            connectors: Connectors::default(),
         };
         Fixture {
             executor: Executor::new(settings, tx),

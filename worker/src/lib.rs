@@ -7,11 +7,14 @@
 //! - [`stages`]: the stages and the contract they follow ([`stages::StageContext`]).
 //! - [`reports`]: the built-in report kinds.
 //! - [`cancel`]: why a job was cancelled, and its point of no return.
+//! - [`plugin`]: out-of-process connectors (any language, JSON lines over stdin/stdout) and
+//!   their conformance kit.
 //! - [`test_reports`]: test-only workloads for benchmarks (`--enable-test-reports`).
 
 pub mod cancel;
 mod executor;
 pub mod health;
+pub mod plugin;
 pub mod reports;
 mod session;
 pub mod stages;
@@ -54,6 +57,9 @@ pub struct WorkerConfig {
     pub tls_ca: Option<PathBuf>,
     /// Where to serve the worker's gRPC health service (`--health-listen`); none by default.
     pub health_listen: Option<std::net::SocketAddr>,
+    /// The connectors jobs may name (`--connector`, `--connector-dir`), and their grace
+    /// period after SIGTERM (`--connector-grace-ms`).
+    pub connectors: plugin::Connectors,
 }
 
 /// A worker credential; never printed, not even by `{:?}`.
@@ -85,6 +91,7 @@ impl Default for WorkerConfig {
             token: WorkerToken::default(),
             tls_ca: None,
             health_listen: None,
+            connectors: plugin::Connectors::default(),
         }
     }
 }
@@ -144,6 +151,7 @@ pub async fn run(mut config: WorkerConfig, shutdown: CancellationToken) -> anyho
         control_plane = %config.control_plane,
         output_dir = %config.output_dir.display(),
         reports = ?reports::available(config.enable_test_reports),
+        connectors = ?config.connectors.names(),
         "worker starting"
     );
     let (connected, connected_rx) = tokio::sync::watch::channel(false);

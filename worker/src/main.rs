@@ -1,9 +1,15 @@
 //! `presswork-worker`: parse flags, set up logging to stderr, run the worker until SIGTERM or
-//! Ctrl-C.
+//! Ctrl-C — or, with `connector-check`, run the connector conformance kit.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use presswork_worker::plugin::check::{self, CheckOptions};
+use presswork_worker::plugin::{self, Connectors};
 use presswork_worker::{DEFAULT_CAPACITY, DEFAULT_CONTROL_PLANE, DEFAULT_OUTPUT_DIR, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -12,6 +18,8 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "presswork-worker", version, about)]
 struct Flags {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The control plane's URL.
     #[arg(long, env = "PRESSWORK_CONTROL_PLANE", default_value = DEFAULT_CONTROL_PLANE)]
     control_plane: String,
@@ -35,7 +43,7 @@ struct Flags {
     /// The worker credential: one of the control plane's --worker-token values. Prefer the
     /// environment variable: command lines are visible to other users of the machine.
     #[arg(long, env = "PRESSWORK_WORKER_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// PEM CA certificate to trust for an https:// control plane.
     #[arg(long, env = "PRESSWORK_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -44,10 +52,57 @@ struct Flags {
     /// control plane and takes jobs.
     #[arg(long, env = "PRESSWORK_HEALTH_LISTEN")]
     health_listen: Option<std::net::SocketAddr>,
+    /// A connector jobs may use as source=NAME: NAME=PATH of an executable (repeat the flag,
+    /// or comma-separate in the environment).
+    #[arg(
+        long = "connector",
+        env = "PRESSWORK_CONNECTORS",
+        value_name = "NAME=PATH",
+        value_delimiter = ','
+    )]
+    connectors: Vec<String>,
+    /// A directory of connectors: each executable file in it is one, named after the file
+    /// without its extension (repeat the flag, or comma-separate in the environment).
+    #[arg(
+        long = "connector-dir",
+        env = "PRESSWORK_CONNECTOR_DIR",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    connector_dirs: Vec<PathBuf>,
+    /// How long a cancelled connector has to exit after SIGTERM before its process group is
+    /// SIGKILLed, in milliseconds. Keep it below the control plane's --cancel-timeout.
+    #[arg(long, env = "PRESSWORK_CONNECTOR_GRACE_MS", value_name = "MS",
+          default_value_t = plugin::DEFAULT_GRACE.as_millis() as u64)]
+    connector_grace_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checks that a connector honours the plug-in contract (docs/pdk.md): runs it to the
+    /// end, runs it again and cancels it at its first rows, and reports PASS or FAIL per
+    /// rule. Exit status 0 when every rule passed, 1 otherwise.
+    ConnectorCheck(CheckFlags),
+}
+
+#[derive(Debug, Args)]
+struct CheckFlags {
+    /// The connector program (an executable).
+    program: PathBuf,
+    /// A parameter for the connector, as a job's source.KEY=VALUE gives it (repeat).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// How long after SIGTERM to wait before SIGKILL, in milliseconds (the stop rule's limit
+    /// is 1 s whatever this is).
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    grace_ms: u64,
+    /// How long the complete run may take, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    timeout_secs: u64,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let flags = Flags::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -55,6 +110,10 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+
+    if let Some(Command::ConnectorCheck(check)) = flags.command {
+        return connector_check(check).await;
+    }
 
     let defaults = WorkerConfig::default();
     let config = WorkerConfig {
@@ -65,14 +124,45 @@ async fn main() -> anyhow::Result<()> {
         worker_id: defaults.worker_id,
         output_dir: flags.output_dir,
         work_dir: flags.work_dir.unwrap_or(defaults.work_dir),
-        token: presswork_worker::WorkerToken(flags.token),
+        token: presswork_worker::WorkerToken(flags.token.unwrap_or_default()),
         tls_ca: flags.tls_ca,
         health_listen: flags.health_listen,
+        connectors: Connectors::from_settings(
+            &flags.connectors,
+            &flags.connector_dirs,
+            Duration::from_millis(flags.connector_grace_ms),
+        )?,
     };
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    presswork_worker::run(config, shutdown).await
+    presswork_worker::run(config, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `presswork-worker connector-check`: prints the report on stdout, the connector's stderr
+/// on stderr.
+async fn connector_check(flags: CheckFlags) -> anyhow::Result<ExitCode> {
+    let mut params = BTreeMap::new();
+    for param in &flags.params {
+        let (key, value) = param.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--param `{param}` is not KEY=VALUE; e.g. --param rows=1000")
+        })?;
+        params.insert(key.to_string(), value.to_string());
+    }
+    let options = CheckOptions {
+        program: flags.program,
+        params,
+        grace: Duration::from_millis(flags.grace_ms),
+        timeout: Duration::from_secs(flags.timeout_secs),
+    };
+    let report = check::check(&options, Arc::new(|line| eprintln!("{line}"))).await;
+    println!("{report}");
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Fires `shutdown` on SIGTERM or Ctrl-C (SIGINT).

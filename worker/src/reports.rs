@@ -10,8 +10,9 @@
 //!   default transform) ignores its token for `stuck_ms` (default 600000); only a force stop
 //!   ends it.
 //!
-//! The demo reports take `input=PATH` (a CSV file; default the bundled sample) and
-//! `fail_stage=STAGE` (that stage fails on request, for tests).
+//! The demo reports take `input=PATH` (a CSV file; default the bundled sample) or
+//! `source=NAME` (a source connector registered on the worker, with its own parameters as
+//! `source.KEY=VALUE`), and `fail_stage=STAGE` (that stage fails on request, for tests).
 //!
 //! Test workloads (only with `--enable-test-reports`; see [`crate::test_reports`]) skip the
 //! pipeline and keep a timeline of when their code started and stopped, for benchmarks:
@@ -24,13 +25,14 @@
 //!   without, the stage ignores its token and only a force stop ends it.
 //! - `short`: 20 ms of work (`work_ms`), an await that watches its token.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use presswork_proto::v1::Stage;
 
-use crate::stages::ingest::Input;
+use crate::plugin::Connectors;
+use crate::stages::ingest::{Input, SourceConnector};
 use crate::stages::{StageContext, StageError};
 use crate::test_reports::{MAX_DURATION, Workload};
 
@@ -74,6 +76,24 @@ impl ReportKind {
         }
     }
 
+    /// Whether the kind runs the report pipeline (and so reads `input` or `source`).
+    pub fn runs_pipeline(self) -> bool {
+        matches!(
+            self,
+            ReportKind::DemoFast | ReportKind::DemoSlow | ReportKind::DemoStuck
+        )
+    }
+
+    /// Whether the kind accepts the parameter `name`: one of [`ReportKind::params`], or
+    /// `source.KEY` for a kind that runs the pipeline.
+    pub fn accepts(self, name: &str) -> bool {
+        self.params().contains(&name)
+            || (self.runs_pipeline()
+                && name
+                    .strip_prefix(SOURCE_PARAM_PREFIX)
+                    .is_some_and(|key| !key.is_empty()))
+    }
+
     /// Test reports run only on a worker started with `--enable-test-reports`.
     pub fn is_test_report(self) -> bool {
         !matches!(self, ReportKind::DemoFast | ReportKind::DemoSlow)
@@ -82,9 +102,9 @@ impl ReportKind {
     /// The parameters the kind accepts.
     pub fn params(self) -> &'static [&'static str] {
         match self {
-            ReportKind::DemoFast => &["input", "fail_stage"],
-            ReportKind::DemoSlow => &["input", "fail_stage", "slow_stage", "duration_ms"],
-            ReportKind::DemoStuck => &["input", "fail_stage", "stuck_stage", "stuck_ms"],
+            ReportKind::DemoFast => &["input", "source", "fail_stage"],
+            ReportKind::DemoSlow => &["input", "source", "fail_stage", "slow_stage", "duration_ms"],
+            ReportKind::DemoStuck => &["input", "source", "fail_stage", "stuck_stage", "stuck_ms"],
             ReportKind::Noop => &[],
             ReportKind::Blocker => &["hold_ms"],
             ReportKind::Coop => &["check_ms", "max_ms"],
@@ -93,6 +113,10 @@ impl ReportKind {
         }
     }
 }
+
+/// Parameters passed to the source connector start with this (`source.rows=100` gives the
+/// connector `rows=100`).
+pub const SOURCE_PARAM_PREFIX: &str = "source.";
 
 /// The report names a worker advertises.
 pub fn available(enable_test_reports: bool) -> Vec<String> {
@@ -120,11 +144,13 @@ pub struct ReportPlan {
     pub params: Vec<(String, String)>,
 }
 
-/// Validates a job's report and parameters. The error says what is wrong and what to do.
+/// Validates a job's report and parameters against what this worker offers (test reports,
+/// connectors). The error says what is wrong and what to do.
 pub fn plan(
     report: &str,
     params: &HashMap<String, String>,
     enable_test_reports: bool,
+    connectors: &Connectors,
 ) -> Result<ReportPlan, String> {
     let kind = ReportKind::ALL
         .into_iter()
@@ -144,12 +170,11 @@ pub fn plan(
     let mut sorted: Vec<(String, String)> =
         params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     sorted.sort();
-    if let Some((unknown, _)) = sorted
-        .iter()
-        .find(|(name, _)| !kind.params().contains(&name.as_str()))
-    {
+    if let Some((unknown, _)) = sorted.iter().find(|(name, _)| !kind.accepts(name)) {
         let accepted = if kind.params().is_empty() {
             "none".to_string()
+        } else if kind.runs_pipeline() {
+            format!("{}, source.KEY", kind.params().join(", "))
         } else {
             kind.params().join(", ")
         };
@@ -159,13 +184,50 @@ pub fn plan(
         ));
     }
     let get = |name: &str| params.get(name).map(String::as_str);
-    let input = match get("input") {
-        None => Input::Sample,
-        Some("") => return Err(
+    let source_params: BTreeMap<String, String> = sorted
+        .iter()
+        .filter_map(|(name, value)| {
+            let key = name.strip_prefix(SOURCE_PARAM_PREFIX)?;
+            Some((key.to_string(), value.clone()))
+        })
+        .collect();
+    let input = match (get("input"), get("source")) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "parameters input and source both say where the rows come from; give only one"
+                    .into(),
+            );
+        }
+        (None, None) if !source_params.is_empty() => {
+            return Err(format!(
+                "parameter {SOURCE_PARAM_PREFIX}{} is given without source=NAME; name the connector it is for",
+                source_params.keys().next().map_or("", String::as_str)
+            ));
+        }
+        (None, None) => Input::Sample,
+        (Some(""), None) => return Err(
             "parameter input is empty; give a CSV file path or leave it out for the sample data"
                 .into(),
         ),
-        Some(path) => Input::File(PathBuf::from(path)),
+        (Some(path), None) => Input::File(PathBuf::from(path)),
+        (None, Some(name)) => {
+            let program = connectors.get(name).ok_or_else(|| {
+                let known = connectors.names();
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                format!(
+                    "unknown connector `{name}` (parameter source); this worker has {known}: register it with --connector {name}=PATH or pick another"
+                )
+            })?;
+            Input::Connector(SourceConnector {
+                program,
+                params: source_params,
+                grace: connectors.grace(),
+            })
+        }
     };
     let fail_stage = get("fail_stage")
         .map(|v| parse_stage("fail_stage", v))
@@ -331,11 +393,11 @@ mod tests {
 
     #[test]
     fn defaults_and_parameters() {
-        let fast = plan("demo-fast", &params(&[]), false).expect("valid");
+        let fast = plan("demo-fast", &params(&[]), false, &Connectors::default()).expect("valid");
         assert_eq!(fast.input, Input::Sample);
         assert_eq!((fast.slow, fast.stuck, fast.fail_stage), (None, None, None));
 
-        let slow = plan("demo-slow", &params(&[]), false).expect("valid");
+        let slow = plan("demo-slow", &params(&[]), false, &Connectors::default()).expect("valid");
         assert_eq!(slow.slow, Some((Stage::Ingest, Duration::from_secs(30))));
 
         let slow = plan(
@@ -346,6 +408,7 @@ mod tests {
                 ("input", "/x.csv"),
             ]),
             false,
+            &Connectors::default(),
         )
         .expect("valid");
         assert_eq!(
@@ -354,7 +417,7 @@ mod tests {
         );
         assert_eq!(slow.input, Input::File("/x.csv".into()));
 
-        let stuck = plan("demo-stuck", &params(&[]), true).expect("valid");
+        let stuck = plan("demo-stuck", &params(&[]), true, &Connectors::default()).expect("valid");
         assert_eq!(
             stuck.stuck,
             Some((Stage::Transform, Duration::from_secs(600)))
@@ -363,28 +426,110 @@ mod tests {
 
     #[test]
     fn refusals_say_what_to_do() {
-        let error = plan("demo-stuck", &params(&[]), false).expect_err("test report");
+        let error = plan("demo-stuck", &params(&[]), false, &Connectors::default())
+            .expect_err("test report");
         assert_eq!(
             error,
             "report demo-stuck is a test report: start the worker with --enable-test-reports"
         );
-        let error = plan("nope", &params(&[]), false).expect_err("unknown report");
+        let error =
+            plan("nope", &params(&[]), false, &Connectors::default()).expect_err("unknown report");
         assert_eq!(
             error,
             "unknown report `nope`; this worker runs demo-fast, demo-slow"
         );
-        let error = plan("demo-fast", &params(&[("duration_ms", "5")]), false)
-            .expect_err("not a demo-fast parameter");
+        let error = plan(
+            "demo-fast",
+            &params(&[("duration_ms", "5")]),
+            false,
+            &Connectors::default(),
+        )
+        .expect_err("not a demo-fast parameter");
         assert_eq!(
             error,
-            "unknown parameter `duration_ms` for report demo-fast; it accepts input, fail_stage"
+            "unknown parameter `duration_ms` for report demo-fast; it accepts input, source, fail_stage, source.KEY"
         );
-        let error = plan("demo-slow", &params(&[("duration_ms", "soon")]), false)
-            .expect_err("not a number");
+        let error = plan(
+            "demo-slow",
+            &params(&[("duration_ms", "soon")]),
+            false,
+            &Connectors::default(),
+        )
+        .expect_err("not a number");
         assert!(error.contains("whole number of milliseconds"), "{error}");
-        let error =
-            plan("demo-fast", &params(&[("fail_stage", "print")]), false).expect_err("not a stage");
+        let error = plan(
+            "demo-fast",
+            &params(&[("fail_stage", "print")]),
+            false,
+            &Connectors::default(),
+        )
+        .expect_err("not a stage");
         assert!(error.contains("use one of ingest, transform"), "{error}");
+    }
+
+    #[test]
+    fn a_source_connector_gets_its_prefixed_parameters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let program = dir.path().join("sales.py");
+        std::fs::write(&program, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let connectors = Connectors::from_settings(
+            &[format!("sales={}", program.display())],
+            &[],
+            Duration::from_secs(3),
+        )
+        .expect("valid");
+        let planned = plan(
+            "demo-slow",
+            &params(&[
+                ("source", "sales"),
+                ("source.rows", "100"),
+                ("source.path", "/data/x.csv"),
+                ("duration_ms", "5"),
+            ]),
+            false,
+            &connectors,
+        )
+        .expect("valid");
+        let Input::Connector(source) = planned.input else {
+            panic!("expected a connector, got {:?}", planned.input);
+        };
+        assert_eq!(source.program.name, "sales");
+        assert_eq!(source.grace, Duration::from_secs(3));
+        assert_eq!(
+            source.params,
+            BTreeMap::from([
+                ("path".to_string(), "/data/x.csv".to_string()),
+                ("rows".to_string(), "100".to_string())
+            ])
+        );
+
+        let refuse = |pairs: &[(&str, &str)]| {
+            plan("demo-fast", &params(pairs), false, &connectors).expect_err("refused")
+        };
+        assert_eq!(
+            refuse(&[("source", "crm")]),
+            "unknown connector `crm` (parameter source); this worker has sales: register it with --connector crm=PATH or pick another"
+        );
+        assert_eq!(
+            refuse(&[("source", "sales"), ("input", "/x.csv")]),
+            "parameters input and source both say where the rows come from; give only one"
+        );
+        assert_eq!(
+            refuse(&[("source.rows", "5")]),
+            "parameter source.rows is given without source=NAME; name the connector it is for"
+        );
+        assert!(refuse(&[("source.", "5")]).starts_with("unknown parameter `source.`"));
+        let error = plan("noop", &params(&[("source.rows", "1")]), true, &connectors)
+            .expect_err("test workloads read no rows");
+        assert!(
+            error.starts_with("unknown parameter `source.rows`"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -408,7 +553,7 @@ mod tests {
     #[test]
     fn test_workloads_and_their_parameters() {
         let workload = |report: &str, pairs: &[(&str, &str)]| {
-            plan(report, &params(pairs), true)
+            plan(report, &params(pairs), true, &Connectors::default())
                 .expect("valid")
                 .workload
                 .expect("a test workload")
@@ -448,22 +593,36 @@ mod tests {
             }
         );
         assert_eq!(
-            plan("demo-fast", &params(&[]), true).unwrap().workload,
+            plan("demo-fast", &params(&[]), true, &Connectors::default())
+                .unwrap()
+                .workload,
             None
         );
 
-        let error = plan("coop", &params(&[]), false).expect_err("test report");
+        let error =
+            plan("coop", &params(&[]), false, &Connectors::default()).expect_err("test report");
         assert_eq!(
             error,
             "report coop is a test report: start the worker with --enable-test-reports"
         );
-        let error = plan("noop", &params(&[("input", "/x.csv")]), true).expect_err("no params");
+        let error = plan(
+            "noop",
+            &params(&[("input", "/x.csv")]),
+            true,
+            &Connectors::default(),
+        )
+        .expect_err("no params");
         assert_eq!(
             error,
             "unknown parameter `input` for report noop; it accepts none"
         );
-        let error =
-            plan("blocker", &params(&[("hold_ms", "9000000")]), true).expect_err("too long");
+        let error = plan(
+            "blocker",
+            &params(&[("hold_ms", "9000000")]),
+            true,
+            &Connectors::default(),
+        )
+        .expect_err("too long");
         assert!(error.contains("at most 600000 ms"), "{error}");
     }
 
@@ -485,8 +644,13 @@ mod tests {
     #[tokio::test]
     async fn fail_stage_fails_only_that_stage() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let plan =
-            plan("demo-fast", &params(&[("fail_stage", "transform")]), false).expect("valid");
+        let plan = plan(
+            "demo-fast",
+            &params(&[("fail_stage", "transform")]),
+            false,
+            &Connectors::default(),
+        )
+        .expect("valid");
         let (ingest, _, _rx) = testing::context(Stage::Ingest, dir.path());
         assert_eq!(plan.before_stage(&ingest).await, Ok(()));
         let (transform, _, _rx) = testing::context(Stage::Transform, dir.path());

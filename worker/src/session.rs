@@ -139,6 +139,7 @@ impl WorkerSession {
                 enable_test_reports: config.enable_test_reports,
                 output_dir: config.output_dir.clone(),
                 work_dir: config.work_dir.clone(),
+                connectors: config.connectors.clone(),
             },
             events_tx,
         );

@@ -1,13 +1,27 @@
-//! Ingest: reads sales rows from a CSV file (streamed line by line) or the bundled sample.
+//! Ingest: reads sales rows from a CSV file (streamed line by line), the bundled sample, or a
+//! source connector (an out-of-process plug-in, see [`crate::plugin`]).
 //!
-//! The reader is deliberately simple: comma-separated fields, no quoting, a header line that
-//! names at least the columns `region`, `product`, `quarter` and `amount` (any order, any case).
+//! The CSV reader is deliberately simple: comma-separated fields, no quoting, a header line
+//! that names at least the columns `region`, `product`, `quarter` and `amount` (any order, any
+//! case). A connector sends the same fields as JSON objects.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use presswork_proto::v1::LogLevel;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{StageContext, StageError};
+use crate::plugin::protocol::{
+    ConnectorMessage, MessageLevel, PROTOCOL_VERSION, StartMessage, StartTag, excerpt,
+};
+use crate::plugin::{ConnectorProgram, ConnectorRun};
+
+/// Log lines a connector may add with `log` messages per run; more are dropped.
+const MAX_CONNECTOR_LOG_LINES: usize = 200;
+/// Longest `log` message copied (in characters); longer ones are cut.
+const MAX_CONNECTOR_LOG_CHARS: usize = 2000;
 
 /// The bundled sample: 240 sales rows over five regions.
 pub const SAMPLE_SALES_CSV: &str = include_str!("../../data/sales.csv");
@@ -22,6 +36,18 @@ pub enum Input {
     Sample,
     /// A CSV file on the worker's disk.
     File(PathBuf),
+    /// A source connector registered on the worker (`source=NAME`).
+    Connector(SourceConnector),
+}
+
+/// A source connector and what the job passes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConnector {
+    pub program: ConnectorProgram,
+    /// The job's `source.KEY=VALUE` parameters, without the prefix.
+    pub params: BTreeMap<String, String>,
+    /// How long it has to exit after SIGTERM before it is SIGKILLed.
+    pub grace: Duration,
 }
 
 impl Input {
@@ -30,6 +56,7 @@ impl Input {
         match self {
             Input::Sample => "sample data".to_string(),
             Input::File(path) => path.display().to_string(),
+            Input::Connector(source) => format!("connector `{}`", source.program.name),
         }
     }
 }
@@ -136,6 +163,16 @@ pub async fn run(ctx: &StageContext, input: &Input) -> Result<Vec<SalesRow>, Sta
     let mut parser = SalesCsvParser::default();
     let mut rows = Vec::new();
     match input {
+        Input::Connector(source) => {
+            let rows = from_connector(ctx, source).await?;
+            ctx.progress(1.0);
+            ctx.log(format!(
+                "read {} rows from {}",
+                rows.len(),
+                input.describe()
+            ));
+            return Ok(rows);
+        }
         Input::Sample => {
             let total = SAMPLE_SALES_CSV.lines().count().max(1);
             for (index, line) in SAMPLE_SALES_CSV.lines().enumerate() {
@@ -186,6 +223,199 @@ pub async fn run(ctx: &StageContext, input: &Input) -> Result<Vec<SalesRow>, Sta
     Ok(rows)
 }
 
+/// How reading from a connector stopped.
+enum ConnectorEnd {
+    /// It sent `done`.
+    Done,
+    /// It sent `error`.
+    Reported(String),
+    /// It closed its stdout without `done`.
+    Closed,
+    /// It broke the protocol or sent a bad row; the worker stops it.
+    Broken(String),
+    /// The job's token fired.
+    Cancelled,
+}
+
+/// Runs a source connector and collects its rows. Messages are read one at a time as the
+/// stage takes them, so a connector that writes faster blocks on its pipe; the connector is
+/// stopped (cancel message and SIGTERM, SIGKILL after the grace), reaped and its process
+/// group emptied on every path, and what happened is written to the job log.
+async fn from_connector(
+    ctx: &StageContext,
+    source: &SourceConnector,
+) -> Result<Vec<SalesRow>, StageError> {
+    let program = &source.program;
+    let name = &program.name;
+    let work_dir = ctx
+        .work_dir()
+        .join(format!("connector-{}", ctx.stage().short_name()));
+    ctx.cancellable(tokio::fs::create_dir_all(&work_dir))
+        .await?
+        .map_err(|e| {
+            StageError::Failed(format!(
+                "cannot create the work directory {} of connector `{name}`: {e}; check --work-dir",
+                work_dir.display()
+            ))
+        })?;
+    let start = StartMessage {
+        kind: StartTag::Start,
+        protocol: PROTOCOL_VERSION,
+        connector: name.clone(),
+        stage: ctx.stage().short_name().to_string(),
+        job_id: ctx.job_id().to_string(),
+        attempt: ctx.attempt(),
+        params: source.params.clone(),
+        work_dir: work_dir.display().to_string(),
+    };
+    let stderr = ctx.log_sink(LogLevel::Info, format!("connector `{name}` stderr: "));
+    let mut run = ConnectorRun::start(program, &start, stderr)
+        .await
+        .map_err(StageError::Failed)?;
+    ctx.log(format!(
+        "connector `{name}` started: pid {pid}, process group {pid}",
+        pid = run.pid()
+    ));
+
+    let mut rows = Vec::new();
+    let mut logged = 0;
+    let end = loop {
+        let message = tokio::select! {
+            biased;
+            _ = ctx.token().cancelled() => break ConnectorEnd::Cancelled,
+            message = run.next_message() => message,
+        };
+        match message {
+            Ok(Some(ConnectorMessage::Rows { rows: batch })) => {
+                let converted: Result<Vec<SalesRow>, String> = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(index, object)| sales_row(object, rows.len() + index + 1))
+                    .collect();
+                match converted {
+                    Ok(converted) => rows.extend(converted),
+                    Err(problem) => break ConnectorEnd::Broken(program.protocol_error(&problem)),
+                }
+            }
+            Ok(Some(ConnectorMessage::Progress { fraction })) => ctx.progress(fraction),
+            Ok(Some(ConnectorMessage::Log { level, message })) => {
+                if logged < MAX_CONNECTOR_LOG_LINES {
+                    let level = match level {
+                        MessageLevel::Info => LogLevel::Info,
+                        MessageLevel::Warn => LogLevel::Warn,
+                        MessageLevel::Error => LogLevel::Error,
+                    };
+                    let message: String = message.chars().take(MAX_CONNECTOR_LOG_CHARS).collect();
+                    ctx.log_at(level, format!("connector `{name}`: {message}"));
+                    logged += 1;
+                }
+            }
+            Ok(Some(ConnectorMessage::Done)) => break ConnectorEnd::Done,
+            Ok(Some(ConnectorMessage::Error { message })) => break ConnectorEnd::Reported(message),
+            Ok(None) => break ConnectorEnd::Closed,
+            Err(problem) => break ConnectorEnd::Broken(problem),
+        }
+    };
+
+    let grace = source.grace;
+    let log_ending = |ending: &crate::plugin::Ending| {
+        let level = if ending.succeeded() && ending.leftovers.is_empty() {
+            LogLevel::Info
+        } else {
+            LogLevel::Warn
+        };
+        ctx.log_at(
+            level,
+            format!("connector `{name}` {}", ending.describe(grace)),
+        );
+    };
+    match end {
+        ConnectorEnd::Cancelled => {
+            let reason = ctx.cancel_reason().unwrap_or_else(|| "cancelled".into());
+            let ending = run.cancel(&reason, grace).await;
+            log_ending(&ending);
+            Err(StageError::Cancelled)
+        }
+        ConnectorEnd::Broken(problem) => {
+            let ending = run.cancel("protocol error", grace).await;
+            log_ending(&ending);
+            Err(StageError::Failed(problem))
+        }
+        ConnectorEnd::Reported(message) => {
+            let ending = run.finish(grace).await;
+            log_ending(&ending);
+            Err(StageError::Failed(format!(
+                "connector `{name}` reported an error: {}",
+                message
+                    .chars()
+                    .take(MAX_CONNECTOR_LOG_CHARS)
+                    .collect::<String>()
+            )))
+        }
+        ConnectorEnd::Closed => {
+            let ending = run.finish(grace).await;
+            log_ending(&ending);
+            Err(StageError::Failed(format!(
+                "connector `{name}` {} without sending done; see its stderr lines in this log, and check it with `presswork-worker connector-check {}`",
+                ending.describe(grace),
+                program.path.display()
+            )))
+        }
+        ConnectorEnd::Done => {
+            let ending = run.finish(grace).await;
+            log_ending(&ending);
+            if ending.succeeded() {
+                Ok(rows)
+            } else {
+                Err(StageError::Failed(program.protocol_error(&format!(
+                    "it sent done, then {}; a connector exits with status 0 after done",
+                    ending.describe(grace)
+                ))))
+            }
+        }
+    }
+}
+
+/// A sales row from a connector's JSON object: `region`, `product` and `quarter` (strings or
+/// numbers) and `amount` (a number, or a string holding one). `number` counts from 1.
+fn sales_row(
+    object: &serde_json::Map<String, serde_json::Value>,
+    number: usize,
+) -> Result<SalesRow, String> {
+    use serde_json::Value;
+    let text = |field: &str| match object.get(field) {
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Number(number)) => Ok(number.to_string()),
+        Some(other) => Err(format!(
+            "row {number}: field `{field}` is {}, not a string",
+            excerpt(&other.to_string(), 40)
+        )),
+        None => Err(format!(
+            "row {number}: field `{field}` is missing; each row needs region, product, quarter and amount"
+        )),
+    };
+    let amount = match object.get("amount") {
+        Some(Value::Number(amount)) => amount.as_f64(),
+        Some(Value::String(amount)) => amount.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|amount| amount.is_finite())
+    .ok_or_else(|| {
+        format!(
+            "row {number}: field `amount` is {}, not a number",
+            object
+                .get("amount")
+                .map_or("missing".to_string(), |v| excerpt(&v.to_string(), 40))
+        )
+    })?;
+    Ok(SalesRow {
+        region: text("region")?,
+        product: text("product")?,
+        quarter: text("quarter")?,
+        amount,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +458,43 @@ mod tests {
             error.starts_with("line 2: expected at least 4 fields"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn connector_rows_become_sales_rows() {
+        let object = |json: &str| -> serde_json::Map<String, serde_json::Value> {
+            serde_json::from_str(json).expect("an object")
+        };
+        assert_eq!(
+            sales_row(
+                &object(r#"{"region":"North","product":"W","quarter":"Q1","amount":"12.5","x":1}"#),
+                1
+            ),
+            Ok(SalesRow {
+                region: "North".into(),
+                product: "W".into(),
+                quarter: "Q1".into(),
+                amount: 12.5
+            })
+        );
+        let row = sales_row(
+            &object(r#"{"region":"N","product":7,"quarter":2024,"amount":3}"#),
+            1,
+        )
+        .expect("numbers as text");
+        assert_eq!((row.product.as_str(), row.quarter.as_str()), ("7", "2024"));
+        let error = sales_row(&object(r#"{"region":"N","product":"W","quarter":"Q1"}"#), 7)
+            .expect_err("no amount");
+        assert_eq!(error, "row 7: field `amount` is missing, not a number");
+        let error = sales_row(
+            &object(r#"{"region":["N"],"product":"W","quarter":"Q1","amount":1}"#),
+            2,
+        )
+        .expect_err("a list");
+        assert_eq!(error, r#"row 2: field `region` is "[\"N\"]", not a string"#);
+        let error = sales_row(&object(r#"{"product":"W","quarter":"Q1","amount":1}"#), 3)
+            .expect_err("no region");
+        assert!(error.contains("field `region` is missing"), "{error}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::JobControl;
+use crate::plugin::process::LineSink;
 
 /// How a stage ended without a result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -192,8 +193,27 @@ impl StageContext {
 
     /// Adds an info line to the job's execution log.
     pub fn log(&self, message: impl Into<String>) {
-        self.reporter
-            .log(self.stage, LogLevel::Info, message.into());
+        self.log_at(LogLevel::Info, message);
+    }
+
+    /// Adds a line at `level` to the job's execution log.
+    pub fn log_at(&self, level: LogLevel, message: impl Into<String>) {
+        self.reporter.log(self.stage, level, message.into());
+    }
+
+    /// A sink that adds each line, after `prefix`, to the job's execution log at `level`: for
+    /// a child process's output, copied from another task.
+    pub fn log_sink(&self, level: LogLevel, prefix: String) -> LineSink {
+        let reporter = self.reporter.clone();
+        let stage = self.stage;
+        Arc::new(move |line: String| reporter.log(stage, level, format!("{prefix}{line}")))
+    }
+
+    /// Why the job was cancelled, once it was (for a child process's cancel message).
+    pub fn cancel_reason(&self) -> Option<String> {
+        self.control
+            .stop_cause()
+            .map(|(reason, _)| reason.to_string())
     }
 
     /// Reports how far the stage is, 0.0 to 1.0 (throttled per job).
