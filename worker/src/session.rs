@@ -241,6 +241,15 @@ impl WorkerSession {
             capacity: self.config.capacity,
             reports: crate::reports::available(self.config.enable_test_reports),
             known: self.executor.known(),
+            // Set once the worker runs stored configurations (AssignJob.config).
+            runs_configurations: false,
+            connectors: self
+                .config
+                .connectors
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
         };
         let mut opening = vec![Msg::Hello(hello)];
         opening.extend(self.executor.sent_outcomes().into_iter().map(Msg::Finished));
