@@ -140,6 +140,7 @@ fn assign(id: &str, report: &str, params: &[(&str, &str)]) -> ControlMsg {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        config: None,
     })
 }
 

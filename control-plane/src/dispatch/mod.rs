@@ -265,6 +265,7 @@ impl Dispatcher {
                         job: Some(attempt_of(&job)),
                         report: job.report.clone(),
                         params: job.params.clone().into_iter().collect(),
+                        config: None,
                     }));
                     if !sent {
                         let lost = JobEvent::WorkerLost {
