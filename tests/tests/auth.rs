@@ -281,6 +281,7 @@ async fn worker_and_user_credentials_are_kept_apart() {
             capacity: 1,
             reports: vec!["demo-fast".into()],
             known: vec![],
+            ..Default::default()
         })),
     };
     for (what, bearer) in [
