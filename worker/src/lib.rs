@@ -36,7 +36,8 @@ pub const DEFAULT_OUTPUT_DIR: &str = "presswork-output";
 /// Everything a worker needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerConfig {
-    /// The control plane's URL (`--control-plane`), e.g. `http://127.0.0.1:7070`.
+    /// The control plane's URL (`--control-plane`), e.g. `http://127.0.0.1:7070`; several,
+    /// comma-separated, for a scaled-out control plane (see [`WorkerConfig::control_planes`]).
     pub control_plane: String,
     /// How many jobs run at once (`--capacity`, at least 1).
     pub capacity: u32,
@@ -102,6 +103,16 @@ pub fn default_name(worker_id: &str) -> String {
 }
 
 impl WorkerConfig {
+    /// The control planes' URLs: `control_plane` split at commas. The worker connects to one
+    /// and moves to the next when it is unreachable or its stream breaks.
+    pub fn control_planes(&self) -> Vec<&str> {
+        self.control_plane
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
+
     /// Checks the settings; errors name the setting and say what to do.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -118,10 +129,15 @@ impl WorkerConfig {
             "no worker credential: set --token (or PRESSWORK_WORKER_TOKEN) to one of the control plane's --worker-token values"
         );
         anyhow::ensure!(
-            !self.control_plane.starts_with("https://") || self.tls_ca.is_some(),
-            "{} is an https:// URL: give the CA certificate that signed its certificate with --tls-ca (PRESSWORK_TLS_CA)",
-            self.control_plane
+            !self.control_planes().is_empty(),
+            "--control-plane (PRESSWORK_CONTROL_PLANE) is empty: give the control plane's URL, e.g. http://127.0.0.1:7070"
         );
+        for url in self.control_planes() {
+            anyhow::ensure!(
+                !url.starts_with("https://") || self.tls_ca.is_some(),
+                "{url} is an https:// URL: give the CA certificate that signed its certificate with --tls-ca (PRESSWORK_TLS_CA)"
+            );
+        }
         Ok(())
     }
 }

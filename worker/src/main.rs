@@ -20,7 +20,8 @@ use tracing_subscriber::EnvFilter;
 struct Flags {
     #[command(subcommand)]
     command: Option<Command>,
-    /// The control plane's URL.
+    /// The control plane's URL; for a scaled-out control plane, several comma-separated (the
+    /// worker uses one and moves to the next when it is unreachable), or one load-balanced.
     #[arg(long, env = "PRESSWORK_CONTROL_PLANE", default_value = DEFAULT_CONTROL_PLANE)]
     control_plane: String,
     /// How many jobs to run at once.

@@ -80,7 +80,10 @@ struct Link {
 /// The session task's state (see the module documentation).
 pub(crate) struct WorkerSession {
     config: WorkerConfig,
-    endpoint: Endpoint,
+    /// The control planes to try, in order (`--control-plane URL[,URL…]`), and which one the
+    /// session uses now: after a failed attempt or a lost stream it moves to the next.
+    endpoints: Vec<(String, Endpoint)>,
+    current: usize,
     /// `Bearer <worker credential>`, sent when opening each stream.
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     executor: Executor,
@@ -101,19 +104,7 @@ impl WorkerSession {
         config: WorkerConfig,
         connected: tokio::sync::watch::Sender<bool>,
     ) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(config.control_plane.clone())
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "--control-plane `{}` is not a valid URL ({e}); use e.g. http://127.0.0.1:7070",
-                    config.control_plane
-                )
-            })?
-            .tcp_nodelay(true)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
-        let endpoint = match &config.tls_ca {
+        let tls = match &config.tls_ca {
             Some(ca) => {
                 let pem = std::fs::read(ca).map_err(|e| {
                     anyhow::anyhow!(
@@ -121,13 +112,32 @@ impl WorkerSession {
                         ca.display()
                     )
                 })?;
-                endpoint.tls_config(
+                Some(
                     tonic::transport::ClientTlsConfig::new()
                         .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-                )?
+                )
             }
-            None => endpoint,
+            None => None,
         };
+        let mut endpoints = Vec::new();
+        for url in config.control_planes() {
+            let endpoint = Endpoint::from_shared(url.to_owned())
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--control-plane `{url}` is not a valid URL ({e}); use e.g. http://127.0.0.1:7070"
+                    )
+                })?
+                .tcp_nodelay(true)
+                .connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+                .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+                .keep_alive_while_idle(true);
+            let endpoint = match &tls {
+                Some(tls) => endpoint.tls_config(tls.clone())?,
+                None => endpoint,
+            };
+            endpoints.push((url.to_owned(), endpoint));
+        }
         let authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
             format!("Bearer {}", config.token.0).parse().map_err(|_| {
                 anyhow::anyhow!("--token contains characters that cannot be sent in a header: use letters and digits")
@@ -145,7 +155,8 @@ impl WorkerSession {
         );
         Ok(WorkerSession {
             config,
-            endpoint,
+            endpoints,
+            current: 0,
             authorization,
             executor,
             events,
@@ -257,9 +268,9 @@ impl WorkerSession {
             // The receiver is in scope: this cannot fail.
             let _ = outbound.send(ConnectRequest { msg: Some(msg) });
         }
-        let endpoint = self.endpoint.clone();
+        let (url, endpoint) = self.endpoints[self.current].clone();
         let authorization = self.authorization.clone();
-        debug!(url = %self.config.control_plane, "connecting to the control plane");
+        debug!(%url, "connecting to the control plane");
         Box::pin(async move {
             let open = async {
                 let channel = endpoint.connect().await?;
@@ -278,7 +289,7 @@ impl WorkerSession {
     }
 
     fn link_up(&mut self, link: &mut Link, connection: Connection) {
-        info!(url = %self.config.control_plane, buffered = self.pending.len(), "connected to the control plane");
+        info!(url = %self.endpoints[self.current].0, buffered = self.pending.len(), "connected to the control plane");
         self.last_contact = Instant::now();
         self.fenced = false;
         link.up = Some(connection);
@@ -296,8 +307,12 @@ impl WorkerSession {
         let delay = backoff_delay(self.failures, &mut rand::rng());
         self.failures = self.failures.saturating_add(1);
         link.retry_at = Some(Instant::now() + delay);
+        let url = self.endpoints[self.current].0.clone();
+        // Any control plane will do: try the next one (the same one when there is only one).
+        self.current = (self.current + 1) % self.endpoints.len();
         warn!(
-            url = %self.config.control_plane,
+            %url,
+            next = %self.endpoints[self.current].0,
             error = what,
             attempt = self.failures,
             retry_in_ms = delay.as_millis() as u64,
