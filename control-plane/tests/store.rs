@@ -120,6 +120,51 @@ async fn claim_takes_the_oldest_job_the_worker_can_run(store: Store) {
     );
 }
 
+async fn a_batch_claim_takes_the_oldest_jobs_each_once(store: Store) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(store.submit(new_job("demo-fast"), i).await.unwrap().id);
+    }
+    let other = store.submit(new_job("other-report"), 5).await.unwrap();
+    let first = store.claim_batch("w1", &reports(), 3, 10).await.unwrap();
+    let first_ids: Vec<&str> = first.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(
+        first_ids,
+        ids[..3].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(
+        first
+            .iter()
+            .all(|j| (j.status, j.attempt, j.worker_id.as_str(), j.version)
+                == (JobStatus::Running, 1, "w1", 2))
+    );
+    let rest = store.claim_batch("w2", &reports(), 10, 11).await.unwrap();
+    let rest_ids: Vec<&str> = rest.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(
+        rest_ids,
+        ids[3..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(
+        store
+            .claim_batch("w1", &reports(), 10, 12)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.get(&other.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    for id in &ids {
+        let log = store.log(id, 0).await.unwrap();
+        assert_eq!(
+            log.iter().filter(|e| e.event == "job.started").count(),
+            1,
+            "one job.started per claimed job"
+        );
+    }
+}
+
 async fn concurrent_claimers_never_share_a_job(store: Store) {
     for i in 0..60 {
         store.submit(new_job("demo-fast"), i).await.unwrap();
@@ -460,6 +505,7 @@ macro_rules! conformance {
 conformance!(
     submit_get_list_and_page,
     claim_takes_the_oldest_job_the_worker_can_run,
+    a_batch_claim_takes_the_oldest_jobs_each_once,
     concurrent_claimers_never_share_a_job,
     claim_and_cancel_race_has_exactly_one_winner,
     cancel_lifecycle_records_milestones_events_and_log,

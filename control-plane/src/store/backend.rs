@@ -116,7 +116,8 @@ pub(crate) trait Engine {
     /// Run before appending log entries or events, so their ids commit in id order and a
     /// reader that saw id N has seen every smaller id. SQLite has one writer: nothing to do.
     const ORDER_LOCK: Option<&'static str>;
-    /// Picks the oldest queued job this worker can run, locking it against other claimers.
+    /// Picks the oldest queued jobs (at most `$2`) this worker can run, locking them against
+    /// other claimers.
     const CLAIM: &'static str;
 }
 
@@ -132,7 +133,7 @@ impl Engine for SqlitePool {
     const CLAIM: &'static str = concat!(
         "SELECT ",
         super::rows::job_columns!(),
-        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT 1"
+        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT $2"
     );
 }
 
@@ -149,6 +150,6 @@ impl Engine for PgPool {
     const CLAIM: &'static str = concat!(
         "SELECT ",
         super::rows::job_columns!(),
-        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT 1 FOR UPDATE SKIP LOCKED"
+        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
 }

@@ -130,10 +130,11 @@ macro_rules! append_log_and_event {
     }};
 }
 
-/// Writes `decision` for `job` inside `tx` (compare-and-set on the version). Evaluates to
-/// `Ok(Some((next, entries, change)))`, or `Ok(None)` when the version moved (lost the race).
-macro_rules! write_decision {
-    ($pool:expr, $tx:expr, $job:expr, $next:expr, $decision:expr, $now:expr) => {{
+/// Writes `next`, the state `decision` gives `job`, inside `tx`: a compare-and-set on the
+/// version. Evaluates to `Some(next)` with its new version, or `None` when the version moved
+/// (lost the race).
+macro_rules! update_job {
+    ($tx:expr, $job:expr, $next:expr) => {{
         let mut next: JobRecord = $next;
         next.version = $job.version + 1;
         let cols = JobColumns::of(&next);
@@ -164,11 +165,26 @@ macro_rules! write_decision {
             .execute(&mut *$tx)
             .await?
             .rows_affected();
-        if updated == 1 {
-            let (entries, change) = append_log_and_event!($pool, $tx, next, &$decision.log, $now);
-            Some((next, entries, change))
-        } else {
-            None
+        (updated == 1).then_some(next)
+    }};
+}
+
+/// Writes `decision` for `job` inside `tx` (compare-and-set on the version), then its log
+/// entries and change event. Evaluates to `Some((next, entries, change))`, or `None` when the
+/// version moved (lost the race).
+///
+/// Transactions that change several jobs use [`update_job!`] for all of them first and
+/// [`append_log_and_event!`] after: every transaction then takes its row locks before the
+/// PostgreSQL order lock, and the holder of that lock never waits for a row (no deadlock).
+macro_rules! write_decision {
+    ($pool:expr, $tx:expr, $job:expr, $next:expr, $decision:expr, $now:expr) => {{
+        match update_job!($tx, $job, $next) {
+            Some(next) => {
+                let (entries, change) =
+                    append_log_and_event!($pool, $tx, next, &$decision.log, $now);
+                Some((next, entries, change))
+            }
+            None => None,
         }
     }};
 }
@@ -305,6 +321,19 @@ impl Store {
         reports: &[String],
         now: i64,
     ) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.claim_batch(worker_id, reports, 1, now).await?.pop())
+    }
+
+    /// Claims up to `max` of the oldest queued jobs whose report is in `reports` for
+    /// `worker_id`, oldest first, in one transaction (one commit for a whole batch of free
+    /// slots). Each is its own compare-and-set, as [`Store::claim`].
+    pub async fn claim_batch(
+        &self,
+        worker_id: &str,
+        reports: &[String],
+        max: u32,
+        now: i64,
+    ) -> Result<Vec<JobRecord>, StoreError> {
         let reports = format!(",{},", reports.join(","));
         let event = JobEvent::Claim {
             worker_id: worker_id.to_string(),
@@ -313,24 +342,42 @@ impl Store {
             let _turn = self.write_turn().await;
             let claimed = with_pool!(&self.db, pool => {
                 let mut tx = pool.begin_write().await?;
-                let row: Option<JobRow> = sqlx::query_as(engine_claim_sql(pool))
+                let rows: Vec<JobRow> = sqlx::query_as(engine_claim_sql(pool))
                     .bind(&reports)
-                    .fetch_optional(&mut *tx)
+                    .bind(i64::from(max))
+                    .fetch_all(&mut *tx)
                     .await?;
-                let Some(row) = row else { return Ok(None) };
-                let job = JobRecord::try_from(row)?;
-                let decision = job::apply(&job, &event, now)
-                    .map_err(|r| StoreError::Corrupt(format!("claim of queued job {}: {r}", job.id)))?;
-                let next = decision.next.clone().ok_or_else(|| StoreError::Corrupt("claim changed nothing".into()))?;
-                let written = write_decision!(pool, tx, job, next, decision, now);
-                if written.is_some() {
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut updated = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let job = JobRecord::try_from(row)?;
+                    let decision = job::apply(&job, &event, now)
+                        .map_err(|r| StoreError::Corrupt(format!("claim of queued job {}: {r}", job.id)))?;
+                    let next = decision.next.clone().ok_or_else(|| StoreError::Corrupt("claim changed nothing".into()))?;
+                    if let Some(next) = update_job!(tx, job, next) {
+                        updated.push((next, decision));
+                    }
+                }
+                // Log entries and events after every row is written (see `write_decision!`).
+                let mut claimed = Vec::with_capacity(updated.len());
+                for (next, decision) in updated {
+                    let (entries, change) = append_log_and_event!(pool, tx, next, &decision.log, now);
+                    claimed.push((next, entries, change));
+                }
+                if !claimed.is_empty() {
                     tx.commit().await?;
                 }
-                written
+                claimed
             });
-            if let Some((next, entries, change)) = claimed {
-                self.publish(entries, change);
-                return Ok(Some(next));
+            if !claimed.is_empty() {
+                let mut jobs = Vec::with_capacity(claimed.len());
+                for (next, entries, change) in claimed {
+                    self.publish(entries, change);
+                    jobs.push(next);
+                }
+                return Ok(jobs);
             }
         }
         Err(StoreError::Contended)
