@@ -471,6 +471,81 @@ async fn sweeper_queries_find_overdue_cancels_and_silent_workers(store: Store) {
     );
 }
 
+/// A worker's batch of outcomes races single-job writes (delivery records, cancels) on the
+/// same jobs, and claim batches on others: every write lands, none deadlocks.
+async fn batched_and_single_writes_race_without_deadlock(store: Store) {
+    for round in 0..4 {
+        let mut ids = Vec::new();
+        for i in 0..24 {
+            ids.push(
+                store
+                    .submit(new_job("demo-fast"), round * 100 + i)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let claimed = store.claim_batch("w1", &reports(), 24, 1).await.unwrap();
+        assert_eq!(claimed.len(), 24);
+        for id in &ids {
+            store.apply(id, &cancel(2), 2).await.unwrap();
+        }
+        for i in 0..8 {
+            store
+                .submit(new_job("demo-slow"), round * 100 + 50 + i)
+                .await
+                .unwrap();
+        }
+        let outcomes: Vec<(String, JobEvent)> = ids
+            .iter()
+            .map(|id| {
+                let event = JobEvent::Finished {
+                    attempt: 1,
+                    outcome: Outcome::Cancelled {
+                        stage: Stage::Ingest,
+                        stop_duration_us: 5,
+                        forced: false,
+                        reason: "test".into(),
+                    },
+                };
+                (id.clone(), event)
+            })
+            .collect();
+        let batch = {
+            let store = store.clone();
+            tokio::spawn(async move { store.apply_batch(&outcomes, 3).await })
+        };
+        let singles: Vec<_> = ids
+            .iter()
+            .rev()
+            .map(|id| {
+                let store = store.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    let delivered = JobEvent::CancelDelivered {
+                        attempt: 1,
+                        worker_id: "w1".into(),
+                        redelivery: false,
+                    };
+                    store.apply(&id, &delivered, 3).await
+                })
+            })
+            .collect();
+        let claims = {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_batch("w2", &reports(), 8, 3).await })
+        };
+        for result in batch.await.unwrap().unwrap() {
+            let applied = result.unwrap();
+            assert_eq!(applied.job.status, JobStatus::Cancelled);
+        }
+        for single in singles {
+            single.await.unwrap().unwrap();
+        }
+        assert_eq!(claims.await.unwrap().unwrap().len(), 8);
+    }
+}
+
 async fn published_changes_reach_subscribers(store: Store) {
     let mut rx = store.hub().subscribe_jobs();
     let mut log_rx = store.hub().subscribe_log();
@@ -512,4 +587,5 @@ conformance!(
     worker_log_lines_only_for_the_live_attempt,
     sweeper_queries_find_overdue_cancels_and_silent_workers,
     published_changes_reach_subscribers,
+    batched_and_single_writes_race_without_deadlock,
 );

@@ -312,6 +312,80 @@ impl Store {
         Err(StoreError::Contended)
     }
 
+    /// Applies several events, each as [`Store::apply`] would, in one transaction: one commit
+    /// for a batch of outcomes a worker sent together. Results come in the order of `events`.
+    /// An event whose compare-and-set lost (its job changed meanwhile; PostgreSQL only) is
+    /// applied again on its own after the commit.
+    pub async fn apply_batch(
+        &self,
+        events: &[(String, JobEvent)],
+        now: i64,
+    ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+        /// What became of one event inside the transaction.
+        enum Slot {
+            Done(Result<Applied, StoreError>),
+            Updated(JobRecord, Decision),
+            Lost,
+        }
+        let turn = self.write_turn().await;
+        let (slots, written) = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let mut slots = Vec::with_capacity(events.len());
+            for (id, event) in events {
+                let row: Option<JobRow> =
+                    sqlx::query_as(SELECT_JOB).bind(id).fetch_optional(&mut *tx).await?;
+                let Some(row) = row else {
+                    slots.push(Slot::Done(Err(StoreError::NotFound(id.clone()))));
+                    continue;
+                };
+                let job = JobRecord::try_from(row)?;
+                let decision = match job::apply(&job, event, now) {
+                    Ok(decision) => decision,
+                    Err(refusal) => {
+                        slots.push(Slot::Done(Ok(Applied { job, decision: Err(refusal), sequence: None })));
+                        continue;
+                    }
+                };
+                let Some(next) = decision.next.clone() else {
+                    slots.push(Slot::Done(Ok(Applied { job, decision: Ok(decision), sequence: None })));
+                    continue;
+                };
+                slots.push(match update_job!(tx, job, next) {
+                    Some(next) => Slot::Updated(next, decision),
+                    None => Slot::Lost,
+                });
+            }
+            // Log entries and events after every row is written (see `write_decision!`).
+            let mut written = Vec::new();
+            for slot in &mut slots {
+                if let Slot::Updated(next, decision) = slot {
+                    let (entries, change) = append_log_and_event!(pool, tx, next, &decision.log, now);
+                    let applied = Applied {
+                        job: next.clone(),
+                        decision: Ok(decision.clone()),
+                        sequence: Some(change.sequence),
+                    };
+                    written.push((entries, change));
+                    *slot = Slot::Done(Ok(applied));
+                }
+            }
+            tx.commit().await?;
+            (slots, written)
+        });
+        for (entries, change) in written {
+            self.publish(entries, change);
+        }
+        drop(turn);
+        let mut applied = Vec::with_capacity(slots.len());
+        for (slot, (id, event)) in slots.into_iter().zip(events) {
+            applied.push(match slot {
+                Slot::Done(result) => result,
+                Slot::Lost | Slot::Updated(..) => self.apply(id, event, now).await,
+            });
+        }
+        Ok(applied)
+    }
+
     /// Claims the oldest queued job whose report is in `reports` for `worker_id`
     /// (`QUEUED → RUNNING`, a new attempt). Exactly one of a claim and a cancel of the same
     /// queued job wins.
