@@ -12,6 +12,10 @@ use sqlx::{Postgres, SqlSafeStr, Sqlite, Transaction};
 
 use super::StoreError;
 
+/// WAL pages after which a commit checkpoints by itself, should the background checkpoint
+/// fall behind (SQLite's default is 1000).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 20_000;
+
 /// The active database.
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -51,7 +55,11 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Checkpoints (and their fsyncs, 1–50 ms here) run in the background
+                // (`Store::checkpoint`), not in whichever commit crosses 1000 WAL pages; this
+                // larger automatic threshold is only a backstop.
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string());
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 .connect_with(options)
@@ -82,6 +90,17 @@ impl Db {
 
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
+    }
+
+    /// SQLite: copies committed WAL pages into the database file without waiting for (or
+    /// blocking) readers and writers. PostgreSQL checkpoints by itself: nothing to do.
+    pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
+        if let Db::Sqlite(pool) = self {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
     }
 }
 
