@@ -16,8 +16,12 @@ use crate::job::{self, Decision, JobEvent, JobRecord, LogDraft, Refusal};
 
 const SELECT_JOB: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
 
-const INSERT_JOB: &str = "INSERT INTO jobs (id, report, params, status, submitted_by, created_at) \
-     VALUES ($1, $2, $3, 'QUEUED', $4, $5)";
+/// Returns the job as stored (defaults and `num` included), without a second query.
+const INSERT_JOB: &str = concat!(
+    "INSERT INTO jobs (id, report, params, status, submitted_by, created_at) \
+     VALUES ($1, $2, $3, 'QUEUED', $4, $5) RETURNING ",
+    job_columns!()
+);
 
 const UPDATE_JOB: &str = "UPDATE jobs SET status = $3, stage = $4, progress = $5, attempt = $6, \
      worker_id = $7, version = $8, started_at = $9, finished_at = $10, error = $11, output = $12, \
@@ -230,15 +234,14 @@ impl Store {
         let _turn = self.write_turn().await;
         let (job, entries, change) = with_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
-            sqlx::query(INSERT_JOB)
+            let row: JobRow = sqlx::query_as(INSERT_JOB)
                 .bind(&id)
                 .bind(&new.report)
                 .bind(&params)
                 .bind(&new.submitted_by)
                 .bind(now)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
-            let row: JobRow = sqlx::query_as(SELECT_JOB).bind(&id).fetch_one(&mut *tx).await?;
             let job = JobRecord::try_from(row)?;
             let (entries, change) = append_log_and_event!(pool, tx, job, [&draft], now);
             tx.commit().await?;
