@@ -177,12 +177,19 @@ async fn receive(
         };
         let Some(message) = next else { return Ok(()) };
         let mut batch = vec![message?];
-        let mut ended = false;
+        // How the stream went on after the batch: open, ended, or broken. Messages received
+        // before an end or an error are still applied (log lines, stage starts and cancel
+        // acknowledgements are not re-sent).
+        let mut after: Option<Result<(), Status>> = None;
         while batch.len() < MAX_BATCH {
             match inbound.next().now_or_never() {
-                Some(Some(message)) => batch.push(message?),
+                Some(Some(Ok(message))) => batch.push(message),
+                Some(Some(Err(status))) => {
+                    after = Some(Err(status));
+                    break;
+                }
                 Some(None) => {
-                    ended = true;
+                    after = Some(Ok(()));
                     break;
                 }
                 None => break,
@@ -199,8 +206,8 @@ async fn receive(
         if !outcomes.is_empty() {
             finished(dispatcher, session, outcomes).await?;
         }
-        if ended {
-            return Ok(());
+        if let Some(end) = after {
+            return end;
         }
     }
 }
@@ -280,34 +287,23 @@ async fn handle(
 }
 
 /// Applies outcomes (idempotently: a duplicate or stale one is refused by the state machine)
-/// in one transaction, acknowledges each, and frees their slots.
+/// in one transaction, acknowledges each, and frees their slots. A malformed or unrecorded
+/// outcome does not hold back the others: they are applied and acknowledged first, then the
+/// stream ends with the first error (the worker re-sends what was not acknowledged).
 async fn finished(
     dispatcher: &Arc<Dispatcher>,
     session: &Arc<WorkerSession>,
     messages: Vec<JobFinished>,
 ) -> Result<(), Status> {
+    let mut first_error = None;
     let mut events = Vec::with_capacity(messages.len());
     for m in messages {
-        let (job_id, attempt) = parts(m.job)?;
-        let outcome = match m.result {
-            Some(job_finished::Result::Succeeded(s)) => Outcome::Succeeded { output: s.output },
-            Some(job_finished::Result::Failed(f)) => Outcome::Failed {
-                stage: stage(f.stage),
-                error: f.error,
-            },
-            Some(job_finished::Result::Cancelled(c)) => Outcome::Cancelled {
-                stage: stage(c.stage),
-                stop_duration_us: c.stop_duration_us,
-                forced: c.forced,
-                reason: c.reason,
-            },
-            None => {
-                return Err(Status::invalid_argument(
-                    "JobFinished.result is missing: send succeeded, failed or cancelled",
-                ));
+        match outcome_event(m) {
+            Ok(event) => events.push(event),
+            Err(status) => {
+                first_error.get_or_insert(status);
             }
-        };
-        events.push((job_id, JobEvent::Finished { attempt, outcome }));
+        }
     }
     let results = dispatcher
         .store()
@@ -333,7 +329,8 @@ async fn finished(
             Err(e) => {
                 // Not acknowledged: the worker re-sends it after reconnecting.
                 error!(%job_id, error = %e, "could not record the outcome");
-                return Err(internal("record the outcome", &e));
+                first_error.get_or_insert_with(|| internal("record the outcome", &e));
+                continue;
             }
         }
         if let Ok(mut assigned) = session.assigned.lock() {
@@ -344,7 +341,34 @@ async fn finished(
         }));
     }
     dispatcher.wake();
-    Ok(())
+    match first_error {
+        Some(status) => Err(status),
+        None => Ok(()),
+    }
+}
+
+/// The state-machine event of a worker's `JobFinished`.
+fn outcome_event(m: JobFinished) -> Result<(String, JobEvent), Status> {
+    let (job_id, attempt) = parts(m.job)?;
+    let outcome = match m.result {
+        Some(job_finished::Result::Succeeded(s)) => Outcome::Succeeded { output: s.output },
+        Some(job_finished::Result::Failed(f)) => Outcome::Failed {
+            stage: stage(f.stage),
+            error: f.error,
+        },
+        Some(job_finished::Result::Cancelled(c)) => Outcome::Cancelled {
+            stage: stage(c.stage),
+            stop_duration_us: c.stop_duration_us,
+            forced: c.forced,
+            reason: c.reason,
+        },
+        None => {
+            return Err(Status::invalid_argument(
+                "JobFinished.result is missing: send succeeded, failed or cancelled",
+            ));
+        }
+    };
+    Ok((job_id, JobEvent::Finished { attempt, outcome }))
 }
 
 fn parts(job: Option<JobAttempt>) -> Result<(String, u32), Status> {
