@@ -316,9 +316,12 @@ impl Store {
     }
 
     /// Applies several events, each as [`Store::apply`] would, in one transaction: one commit
-    /// for a batch of outcomes a worker sent together. Results come in the order of `events`.
-    /// An event whose compare-and-set lost (its job changed meanwhile; PostgreSQL only) is
-    /// applied again on its own after the commit.
+    /// for a batch of outcomes a worker sent together. Results come in the order of `events`;
+    /// each event is its own compare-and-set, so a refused or lost one changes nothing for the
+    /// others. Rows are written in job id order (events of one job in the order given), so two
+    /// batches never wait for each other's rows in opposite orders. An event whose
+    /// compare-and-set lost (its job changed meanwhile; PostgreSQL only) is applied again on
+    /// its own after the commit.
     pub async fn apply_batch(
         &self,
         events: &[(String, JobEvent)],
@@ -330,38 +333,45 @@ impl Store {
             Updated(JobRecord, Decision),
             Lost,
         }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        order.sort_by(|&a, &b| events[a].0.cmp(&events[b].0));
         let turn = self.write_turn().await;
         let (slots, written) = with_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
-            let mut slots = Vec::with_capacity(events.len());
-            for (id, event) in events {
+            let mut slots: Vec<Slot> = events.iter().map(|_| Slot::Lost).collect();
+            for &i in &order {
+                let (id, event) = &events[i];
                 let row: Option<JobRow> =
                     sqlx::query_as(SELECT_JOB).bind(id).fetch_optional(&mut *tx).await?;
                 let Some(row) = row else {
-                    slots.push(Slot::Done(Err(StoreError::NotFound(id.clone()))));
+                    slots[i] = Slot::Done(Err(StoreError::NotFound(id.clone())));
                     continue;
                 };
                 let job = JobRecord::try_from(row)?;
                 let decision = match job::apply(&job, event, now) {
                     Ok(decision) => decision,
                     Err(refusal) => {
-                        slots.push(Slot::Done(Ok(Applied { job, decision: Err(refusal), sequence: None })));
+                        slots[i] = Slot::Done(Ok(Applied { job, decision: Err(refusal), sequence: None }));
                         continue;
                     }
                 };
                 let Some(next) = decision.next.clone() else {
-                    slots.push(Slot::Done(Ok(Applied { job, decision: Ok(decision), sequence: None })));
+                    slots[i] = Slot::Done(Ok(Applied { job, decision: Ok(decision), sequence: None }));
                     continue;
                 };
-                slots.push(match update_job!(tx, job, next) {
+                slots[i] = match update_job!(tx, job, next) {
                     Some(next) => Slot::Updated(next, decision),
                     None => Slot::Lost,
-                });
+                };
             }
-            // Log entries and events after every row is written (see `write_decision!`).
+            // Log entries and events after every row is written (see `write_decision!`), in
+            // the order the rows were written.
             let mut written = Vec::new();
-            for slot in &mut slots {
-                if let Slot::Updated(next, decision) = slot {
+            for &i in &order {
+                if let Slot::Updated(next, decision) = &slots[i] {
                     let (entries, change) = append_log_and_event!(pool, tx, next, &decision.log, now);
                     let applied = Applied {
                         job: next.clone(),
@@ -369,10 +379,12 @@ impl Store {
                         sequence: Some(change.sequence),
                     };
                     written.push((entries, change));
-                    *slot = Slot::Done(Ok(applied));
+                    slots[i] = Slot::Done(Ok(applied));
                 }
             }
-            tx.commit().await?;
+            if !written.is_empty() {
+                tx.commit().await?;
+            }
             (slots, written)
         });
         for (entries, change) in written {
