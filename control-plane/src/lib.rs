@@ -69,7 +69,7 @@ pub async fn run(
         let stop = checkpoint_stop.clone();
         tokio::spawn(async move { store.checkpoint_until(stop).await })
     };
-    let _stop_checkpoints = checkpoint_stop.drop_guard();
+    let _stop_checkpoints = checkpoint_stop.clone().drop_guard();
     let dispatcher = Dispatcher::start(store.clone(), config.timing(), shutdown.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -132,6 +132,8 @@ pub async fn run(
         .await?;
     dispatcher.disconnect_all();
     dispatcher.stopped().await;
+    // The server can also end without `shutdown` (its listener failed): stop checkpointing.
+    checkpoint_stop.cancel();
     let _ = checkpoints.await;
     store.close().await;
     info!("control plane stopped");
