@@ -260,6 +260,16 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The control plane's process id (while it runs).
+    pub fn control_plane_pid(&self) -> Option<u32> {
+        self.control_plane.as_ref().and_then(Child::id)
+    }
+
+    /// The workers' process ids (of those running).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(Child::id).collect()
+    }
+
     /// A client on the cluster's shared connection.
     pub fn client(&self) -> Client {
         JobServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())

@@ -1,6 +1,7 @@
 //! Figures and how they are printed: a table per scenario with p50, p95, p99, max and n, the
-//! target beside each figure and PASS or SHORT. Nothing here fails the run: targets are
-//! reported, never asserted.
+//! target beside each figure and PASS or SHORT, as Markdown and as JSON. Performance targets
+//! are reported, never asserted; only the correctness counts (target 0: inconsistent outcomes,
+//! missed changes, unreaped children) fail the run (see `main`).
 
 use std::fmt::Write as _;
 
@@ -23,7 +24,7 @@ impl Target {
         }
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             Target::P99AtMost { label, .. } => format!("p99 ≤ {label}"),
             Target::AtLeast { label, .. } => format!("≥ {label}"),
@@ -104,7 +105,7 @@ impl Row {
         }
     }
 
-    fn target(&self) -> Option<&Target> {
+    pub fn target(&self) -> Option<&Target> {
         match self {
             Row::Latency { target, .. } | Row::Figure { target, .. } => target.as_ref(),
         }
@@ -252,6 +253,60 @@ impl Report {
     }
 }
 
+impl Row {
+    /// The row as JSON: durations in milliseconds, the verdict as "PASS", "SHORT" or null.
+    pub fn to_json(&self) -> serde_json::Value {
+        let verdict = match self.verdict() {
+            Some(true) => serde_json::json!("PASS"),
+            Some(false) => serde_json::json!("SHORT"),
+            None => serde_json::Value::Null,
+        };
+        let target = self.target().map(Target::describe);
+        match self {
+            Row::Latency { name, values, .. } => {
+                let p = Percentiles::of(values);
+                let ms = |f: fn(&Percentiles) -> i64| p.as_ref().map(|p| f(p) as f64 / 1e6);
+                serde_json::json!({
+                    "figure": name,
+                    "n": values.len(),
+                    "p50_ms": ms(|p| p.p50),
+                    "p95_ms": ms(|p| p.p95),
+                    "p99_ms": ms(|p| p.p99),
+                    "max_ms": ms(|p| p.max),
+                    "target": target,
+                    "verdict": verdict,
+                })
+            }
+            Row::Figure {
+                name, value, unit, ..
+            } => serde_json::json!({
+                "figure": name,
+                "value": value,
+                "unit": unit.trim(),
+                "target": target,
+                "verdict": verdict,
+            }),
+        }
+    }
+
+    /// A correctness count (target 0) that is not zero.
+    pub fn is_violation(&self) -> bool {
+        matches!(self.target(), Some(Target::Zero)) && self.verdict() == Some(false)
+    }
+}
+
+impl Report {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "scenario": self.scenario,
+            "database": self.database,
+            "setup": self.setup,
+            "rows": self.rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+            "notes": self.notes,
+        })
+    }
+}
+
 /// Milliseconds with a precision that suits the size.
 pub fn ms(ns: i64) -> String {
     let ms = ns as f64 / 1e6;
@@ -296,5 +351,35 @@ mod tests {
         assert_eq!(rate.verdict(), Some(false));
         assert_eq!(Row::count("c", 0, Some(Target::Zero)).verdict(), Some(true));
         assert_eq!(Row::count("c", 2, None).verdict(), None);
+    }
+
+    #[test]
+    fn only_nonzero_correctness_counts_are_violations() {
+        assert!(Row::count("c", 1, Some(Target::Zero)).is_violation());
+        assert!(!Row::count("c", 0, Some(Target::Zero)).is_violation());
+        let slow = Row::latency("x", vec![4_000_000; 10], Some(Target::p99_ms(3.0, "3 ms")));
+        assert!(
+            !slow.is_violation(),
+            "a performance target is reported, not asserted"
+        );
+    }
+
+    #[test]
+    fn json_rows_carry_percentiles_in_ms_and_the_verdict() {
+        let row = Row::latency(
+            "x",
+            vec![1_000_000, 2_000_000],
+            Some(Target::p99_ms(3.0, "3 ms")),
+        );
+        let json = row.to_json();
+        assert_eq!(json["n"], 2);
+        assert_eq!(json["p50_ms"], 1.0);
+        assert_eq!(json["p99_ms"], 2.0);
+        assert_eq!(json["verdict"], "PASS");
+        let count = Row::count("c", 0, Some(Target::Zero)).to_json();
+        assert_eq!(
+            (count["value"].as_f64(), count["target"].as_str()),
+            (Some(0.0), Some("0"))
+        );
     }
 }

@@ -65,6 +65,14 @@ pub async fn run(
             "listening beyond loopback without TLS: tokens and passwords cross the network in clear text; set --tls-cert and --tls-key"
         );
     }
+    // Ends with `shutdown`, or when this function returns early.
+    let checkpoint_stop = shutdown.child_token();
+    let checkpoints = {
+        let store = store.clone();
+        let stop = checkpoint_stop.clone();
+        tokio::spawn(async move { store.checkpoint_until(stop).await })
+    };
+    let _stop_checkpoints = checkpoint_stop.clone().drop_guard();
     let dispatcher = Dispatcher::start(store.clone(), config.timing(), shutdown.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -136,6 +144,9 @@ pub async fn run(
         .await?;
     dispatcher.disconnect_all();
     dispatcher.stopped().await;
+    // The server can also end without `shutdown` (its listener failed): stop checkpointing.
+    checkpoint_stop.cancel();
+    let _ = checkpoints.await;
     store.close().await;
     info!("control plane stopped");
     Ok(())

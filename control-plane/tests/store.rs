@@ -5,7 +5,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use presswork_control_plane::job::{JobEvent, Outcome, Refusal};
-use presswork_control_plane::store::{JobFilter, NewJob, NewLogLine, Store};
+use presswork_control_plane::store::{JobFilter, NewJob, NewLogLine, Store, StoreError};
 use presswork_proto::v1::{CancelOutcome, CancelResolution, JobStatus, LogLevel, Stage};
 
 fn new_job(report: &str) -> NewJob {
@@ -118,6 +118,51 @@ async fn claim_takes_the_oldest_job_the_worker_can_run(store: Store) {
         store.get(&other.id).await.unwrap().unwrap().status,
         JobStatus::Queued
     );
+}
+
+async fn a_batch_claim_takes_the_oldest_jobs_each_once(store: Store) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(store.submit(new_job("demo-fast"), i).await.unwrap().id);
+    }
+    let other = store.submit(new_job("other-report"), 5).await.unwrap();
+    let first = store.claim_batch("w1", &reports(), 3, 10).await.unwrap();
+    let first_ids: Vec<&str> = first.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(
+        first_ids,
+        ids[..3].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(
+        first
+            .iter()
+            .all(|j| (j.status, j.attempt, j.worker_id.as_str(), j.version)
+                == (JobStatus::Running, 1, "w1", 2))
+    );
+    let rest = store.claim_batch("w2", &reports(), 10, 11).await.unwrap();
+    let rest_ids: Vec<&str> = rest.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(
+        rest_ids,
+        ids[3..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(
+        store
+            .claim_batch("w1", &reports(), 10, 12)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.get(&other.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    for id in &ids {
+        let log = store.log(id, 0).await.unwrap();
+        assert_eq!(
+            log.iter().filter(|e| e.event == "job.started").count(),
+            1,
+            "one job.started per claimed job"
+        );
+    }
 }
 
 async fn concurrent_claimers_never_share_a_job(store: Store) {
@@ -426,6 +471,357 @@ async fn sweeper_queries_find_overdue_cancels_and_silent_workers(store: Store) {
     );
 }
 
+/// A worker's batch of outcomes races single-job writes (delivery records, cancels) on the
+/// same jobs, and claim batches on others: every write lands, none deadlocks.
+async fn batched_and_single_writes_race_without_deadlock(store: Store) {
+    for round in 0..4 {
+        let mut ids = Vec::new();
+        for i in 0..24 {
+            ids.push(
+                store
+                    .submit(new_job("demo-fast"), round * 100 + i)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let claimed = store.claim_batch("w1", &reports(), 24, 1).await.unwrap();
+        assert_eq!(claimed.len(), 24);
+        for id in &ids {
+            store.apply(id, &cancel(2), 2).await.unwrap();
+        }
+        for i in 0..8 {
+            store
+                .submit(new_job("demo-slow"), round * 100 + 50 + i)
+                .await
+                .unwrap();
+        }
+        let outcomes: Vec<(String, JobEvent)> = ids
+            .iter()
+            .map(|id| {
+                let event = JobEvent::Finished {
+                    attempt: 1,
+                    outcome: Outcome::Cancelled {
+                        stage: Stage::Ingest,
+                        stop_duration_us: 5,
+                        forced: false,
+                        reason: "test".into(),
+                    },
+                };
+                (id.clone(), event)
+            })
+            .collect();
+        let batch = {
+            let store = store.clone();
+            tokio::spawn(async move { store.apply_batch(&outcomes, 3).await })
+        };
+        let singles: Vec<_> = ids
+            .iter()
+            .rev()
+            .map(|id| {
+                let store = store.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    let delivered = JobEvent::CancelDelivered {
+                        attempt: 1,
+                        worker_id: "w1".into(),
+                        redelivery: false,
+                    };
+                    store.apply(&id, &delivered, 3).await
+                })
+            })
+            .collect();
+        let claims = {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_batch("w2", &reports(), 8, 3).await })
+        };
+        for result in batch.await.unwrap().unwrap() {
+            let applied = result.unwrap();
+            assert_eq!(applied.job.status, JobStatus::Cancelled);
+        }
+        for single in singles {
+            single.await.unwrap().unwrap();
+        }
+        assert_eq!(claims.await.unwrap().unwrap().len(), 8);
+    }
+}
+
+fn finished(attempt: u32, outcome: Outcome) -> JobEvent {
+    JobEvent::Finished { attempt, outcome }
+}
+
+fn succeeded() -> Outcome {
+    Outcome::Succeeded {
+        output: "report.pdf".into(),
+    }
+}
+
+fn stopped() -> Outcome {
+    Outcome::Cancelled {
+        stage: Stage::Ingest,
+        stop_duration_us: 5,
+        forced: false,
+        reason: "test".into(),
+    }
+}
+
+async fn log_events(store: &Store, id: &str) -> Vec<String> {
+    store
+        .log(id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+/// A worker's batch of outcomes is one transaction, but each outcome is its own
+/// compare-and-set: a job cancelled meanwhile, a stale attempt, an unknown job and a duplicate
+/// neither break nor change the others, and every change comes with its log entries and its
+/// change event.
+async fn an_outcome_batch_applies_each_outcome_on_its_own(store: Store) {
+    for i in 0..4 {
+        store.submit(new_job("demo-fast"), i).await.unwrap();
+    }
+    let claimed = store.claim_batch("w1", &reports(), 4, 10).await.unwrap();
+    let [a, b, c, d] = [0, 1, 2, 3].map(|i| claimed[i].id.clone());
+    // Meanwhile, a and d are cancelled.
+    for id in [&a, &d] {
+        let applied = store.apply(id, &cancel(11), 11).await.unwrap();
+        assert_eq!(applied.job.status, JobStatus::Cancelling);
+    }
+    let sequence_before = store.last_sequence().await.unwrap();
+    let unknown = "00000000-0000-0000-0000-000000000000".to_string();
+    let batch = vec![
+        (b.clone(), finished(1, succeeded())),
+        // Finished before the cancel took effect (AC-005): the real status is kept.
+        (a.clone(), finished(1, succeeded())),
+        // A late message from an attempt that is not c's.
+        (c.clone(), finished(2, succeeded())),
+        (unknown, finished(1, succeeded())),
+        (d.clone(), finished(1, stopped())),
+        // A duplicate of b's outcome in the same batch.
+        (b.clone(), finished(1, succeeded())),
+    ];
+    let results = store.apply_batch(&batch, 12).await.unwrap();
+    assert_eq!(results.len(), batch.len());
+
+    let b_done = results[0].as_ref().unwrap();
+    assert_eq!(
+        (b_done.job.status, b_done.job.version),
+        (JobStatus::Succeeded, 3)
+    );
+    assert!(b_done.sequence.is_some());
+    let a_done = results[1].as_ref().unwrap();
+    assert_eq!(
+        (a_done.job.status, a_done.job.version),
+        (JobStatus::Succeeded, 4)
+    );
+    assert_eq!(
+        a_done.job.cancel.as_ref().unwrap().resolution,
+        CancelResolution::FinishedFirst
+    );
+    let c_refused = results[2].as_ref().unwrap();
+    assert_eq!(
+        c_refused.decision.as_ref().unwrap_err(),
+        &Refusal::StaleAttempt { current: 1, got: 2 }
+    );
+    assert!(c_refused.sequence.is_none());
+    assert!(matches!(results[3], Err(StoreError::NotFound(_))));
+    let d_done = results[4].as_ref().unwrap();
+    assert_eq!(d_done.job.status, JobStatus::Cancelled);
+    let d_cancel = d_done.job.cancel.clone().unwrap();
+    assert_eq!(
+        (
+            d_cancel.resolution,
+            d_cancel.stopped_at,
+            d_cancel.stopped_stage
+        ),
+        (CancelResolution::Stopped, 12, Stage::Ingest)
+    );
+    let duplicate = results[5].as_ref().unwrap();
+    assert_eq!(
+        duplicate.decision.as_ref().unwrap_err(),
+        &Refusal::Terminal {
+            status: JobStatus::Succeeded
+        }
+    );
+    assert!(duplicate.sequence.is_none());
+
+    // Read back from the store, not just from the returned values.
+    assert_eq!(store.get(&a).await.unwrap().unwrap(), a_done.job);
+    assert_eq!(store.get(&b).await.unwrap().unwrap(), b_done.job);
+    assert_eq!(store.get(&d).await.unwrap().unwrap(), d_done.job);
+    let c_now = store.get(&c).await.unwrap().unwrap();
+    assert_eq!((c_now.status, c_now.version), (JobStatus::Running, 2));
+
+    assert_eq!(
+        log_events(&store, &a).await,
+        [
+            "job.submitted",
+            "job.started",
+            "cancel.requested",
+            "cancel.ignored",
+            "job.succeeded"
+        ]
+    );
+    assert_eq!(
+        log_events(&store, &b).await,
+        ["job.submitted", "job.started", "job.succeeded"]
+    );
+    assert_eq!(
+        log_events(&store, &c).await,
+        ["job.submitted", "job.started"]
+    );
+    assert_eq!(
+        log_events(&store, &d).await,
+        [
+            "job.submitted",
+            "job.started",
+            "cancel.requested",
+            // The outcome proves the cancel reached the worker: the milestone is filled in.
+            "cancel.delivered",
+            "cancel.stopped",
+            "job.cancelled"
+        ]
+    );
+    let changes: HashSet<(String, i64)> = store
+        .changes_after(sequence_before, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.job.id, c.job.version))
+        .collect();
+    assert_eq!(changes, HashSet::from([(b, 3), (a, 4), (d, 4)]));
+}
+
+/// AC-006 with batch claims: claims of several queued jobs at once race cancels of the same
+/// jobs; each job has exactly one winner.
+async fn batch_claims_and_cancels_race_with_one_winner_each(store: Store) {
+    let mut jobs = Vec::new();
+    for i in 0..40 {
+        jobs.push(store.submit(new_job("demo-fast"), i).await.unwrap().id);
+    }
+    let claimer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut claimed = HashSet::new();
+            loop {
+                let batch = store.claim_batch("w1", &reports(), 4, 100).await.unwrap();
+                if batch.is_empty() {
+                    return claimed;
+                }
+                for job in batch {
+                    assert!(claimed.insert(job.id), "a job claimed twice");
+                }
+            }
+        })
+    };
+    let mut outcomes = HashMap::new();
+    for id in &jobs {
+        let applied = store.apply(id, &cancel(100), 100).await.unwrap();
+        outcomes.insert(
+            id.clone(),
+            applied.decision.unwrap().cancel_outcome.unwrap(),
+        );
+    }
+    let claimed = claimer.await.unwrap();
+    for id in &jobs {
+        let job = store.get(id).await.unwrap().unwrap();
+        match outcomes[id] {
+            CancelOutcome::CancelledWhileQueued => {
+                assert!(!claimed.contains(id), "job {id} cancelled and claimed");
+                assert_eq!((job.status, job.attempt), (JobStatus::Cancelled, 0));
+            }
+            CancelOutcome::Cancelling => {
+                assert!(claimed.contains(id));
+                assert_eq!((job.status, job.attempt), (JobStatus::Cancelling, 1));
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+}
+
+/// A worker's batch of outcomes races cancels of the same jobs (on PostgreSQL an outcome may
+/// lose its compare-and-set inside the batch and is applied again on its own): every job ends
+/// SUCCEEDED once, and each cancel's answer agrees with the job's log and change events.
+async fn an_outcome_batch_and_cancels_race_consistently(store: Store) {
+    for round in 0..3 {
+        for i in 0..16 {
+            store
+                .submit(new_job("demo-fast"), round * 100 + i)
+                .await
+                .unwrap();
+        }
+        let ids: Vec<String> = store
+            .claim_batch("w1", &reports(), 16, 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(ids.len(), 16);
+        let outcomes: Vec<(String, JobEvent)> = ids
+            .iter()
+            .map(|id| (id.clone(), finished(1, succeeded())))
+            .collect();
+        let batch = {
+            let store = store.clone();
+            tokio::spawn(async move { store.apply_batch(&outcomes, 3).await })
+        };
+        let cancels: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let store = store.clone();
+                let id = id.clone();
+                tokio::spawn(async move { store.apply(&id, &cancel(2), 2).await })
+            })
+            .collect();
+        for result in batch.await.unwrap().unwrap() {
+            let applied = result.unwrap();
+            assert!(applied.decision.is_ok() && applied.sequence.is_some());
+            assert_eq!(applied.job.status, JobStatus::Succeeded);
+        }
+        let changes = store.changes_after(0, 10_000).await.unwrap();
+        for (id, cancelled) in ids.iter().zip(cancels) {
+            let answer = cancelled.await.unwrap().unwrap();
+            let job = store.get(id).await.unwrap().unwrap();
+            assert_eq!(job.status, JobStatus::Succeeded);
+            let log = log_events(&store, id).await;
+            assert_eq!(log.iter().filter(|e| *e == "job.succeeded").count(), 1);
+            match answer.decision {
+                Ok(decision) => {
+                    assert_eq!(decision.cancel_outcome, Some(CancelOutcome::Cancelling));
+                    assert!(log.contains(&"cancel.requested".to_string()));
+                    assert!(log.contains(&"cancel.ignored".to_string()));
+                    assert_eq!(
+                        job.cancel.map(|c| c.resolution),
+                        Some(CancelResolution::FinishedFirst)
+                    );
+                    assert_eq!(job.version, 4);
+                }
+                Err(refusal) => {
+                    assert_eq!(
+                        refusal,
+                        Refusal::NotCancellable {
+                            status: JobStatus::Succeeded
+                        }
+                    );
+                    assert!(!log.contains(&"cancel.requested".to_string()));
+                    assert_eq!(job.version, 3);
+                }
+            }
+            // One change event per version, none missing.
+            let versions: Vec<i64> = changes
+                .iter()
+                .filter(|c| c.job.id == *id)
+                .map(|c| c.job.version)
+                .collect();
+            assert_eq!(versions, (1..=job.version).collect::<Vec<_>>());
+        }
+    }
+}
+
 async fn published_changes_reach_subscribers(store: Store) {
     let mut rx = store.hub().subscribe_jobs();
     let mut log_rx = store.hub().subscribe_log();
@@ -460,10 +856,15 @@ macro_rules! conformance {
 conformance!(
     submit_get_list_and_page,
     claim_takes_the_oldest_job_the_worker_can_run,
+    a_batch_claim_takes_the_oldest_jobs_each_once,
     concurrent_claimers_never_share_a_job,
     claim_and_cancel_race_has_exactly_one_winner,
     cancel_lifecycle_records_milestones_events_and_log,
     worker_log_lines_only_for_the_live_attempt,
     sweeper_queries_find_overdue_cancels_and_silent_workers,
     published_changes_reach_subscribers,
+    batched_and_single_writes_race_without_deadlock,
+    an_outcome_batch_applies_each_outcome_on_its_own,
+    batch_claims_and_cancels_race_with_one_winner_each,
+    an_outcome_batch_and_cancels_race_consistently,
 );

@@ -4,6 +4,7 @@
 pub mod cancel_queued;
 pub mod cancel_running;
 pub mod consistency;
+pub mod footprint;
 pub mod throughput;
 pub mod unresponsive;
 pub mod watchers;

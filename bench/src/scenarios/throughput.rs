@@ -1,6 +1,7 @@
 //! End-to-end throughput: `jobs` no-op jobs submitted (64 calls in flight) to two workers while
 //! they run; the clock runs from the first `SubmitJob` to the moment `WatchJobs` shows the last
-//! job SUCCEEDED. Every job costs three store transactions (submit, claim, finish).
+//! job SUCCEEDED. Also the CPU time the control plane, the workers and (on PostgreSQL) the
+//! database server spent per 1,000 jobs over that time.
 
 use std::time::Duration;
 
@@ -8,8 +9,9 @@ use presswork_proto::v1::JobStatus;
 
 use super::{Settings, submit_many};
 use crate::clock::{between, now_ns};
-use crate::cluster::{Cluster, ClusterSpec, Environment};
+use crate::cluster::{Backend, Cluster, ClusterSpec, Environment};
 use crate::observer::{Observer, fill_slots, release};
+use crate::procfs;
 use crate::report::{Report, Row, Target};
 
 const WORKERS: usize = 2;
@@ -24,24 +26,30 @@ pub async fn run(env: &Environment, settings: &Settings) -> anyhow::Result<Repor
         cancel_timeout: None,
     };
     let cluster = Cluster::start(env, "throughput", &spec).await?;
-    let result = measure(&cluster, settings).await;
+    let result = measure(&cluster, env, settings).await;
     cluster.stop().await;
     result
 }
 
-async fn measure(cluster: &Cluster, settings: &Settings) -> anyhow::Result<Report> {
+async fn measure(
+    cluster: &Cluster,
+    env: &Environment,
+    settings: &Settings,
+) -> anyhow::Result<Report> {
     let observer = Observer::start(cluster).await?;
     let slots = WORKERS * settings.capacity as usize;
     let blockers = fill_slots(cluster, &observer, WORKERS, slots).await?;
     release(cluster, &observer, &blockers).await?;
 
     let n = settings.jobs;
+    let cpu_before = CpuTime::of(cluster, env.backend);
     let began = now_ns();
     let submitting = submit_many(cluster, "noop", &[], n, IN_FLIGHT);
     let finishing = observer.wait(LIMIT, "every no-op job to succeed", |s| {
         (s.count(JobStatus::Succeeded) >= n).then_some(())
     });
     let (submitted, finished) = tokio::join!(submitting, finishing);
+    let cpu_used = CpuTime::of(cluster, env.backend).since(&cpu_before);
     let submitted = submitted?;
     let submit_done = submitted.iter().map(|s| s.answered).max().unwrap_or(began);
 
@@ -100,6 +108,29 @@ async fn measure(cluster: &Cluster, settings: &Settings) -> anyhow::Result<Repor
         submitted.iter().map(|s| s.round_trip()).collect(),
         None,
     ));
+    let per_thousand = |ticks: u64| {
+        ticks as f64 * 1000.0 / procfs::ticks_per_second() as f64 * 1000.0 / n.max(1) as f64
+    };
+    report.push(Row::figure(
+        "CPU time per 1,000 jobs: control plane",
+        per_thousand(cpu_used.control_plane),
+        " ms",
+        None,
+    ));
+    report.push(Row::figure(
+        "CPU time per 1,000 jobs: workers (both)",
+        per_thousand(cpu_used.workers),
+        " ms",
+        None,
+    ));
+    if env.backend == Backend::Postgres {
+        report.push(Row::figure(
+            "CPU time per 1,000 jobs: PostgreSQL server",
+            per_thousand(cpu_used.database),
+            " ms",
+            None,
+        ));
+    }
     report.push(Row::count(
         "jobs not SUCCEEDED",
         n.saturating_sub(succeeded) + failed,
@@ -111,4 +142,38 @@ async fn measure(cluster: &Cluster, settings: &Settings) -> anyhow::Result<Repor
         ));
     }
     Ok(report)
+}
+
+/// CPU time used so far, in clock ticks, by the processes of the system under test.
+struct CpuTime {
+    control_plane: u64,
+    workers: u64,
+    database: u64,
+}
+
+impl CpuTime {
+    fn of(cluster: &Cluster, backend: Backend) -> Self {
+        let ticks = |pid: Option<u32>| pid.and_then(procfs::cpu_ticks).unwrap_or(0);
+        CpuTime {
+            control_plane: ticks(cluster.control_plane_pid()),
+            workers: cluster
+                .worker_pids()
+                .into_iter()
+                .map(|p| ticks(Some(p)))
+                .sum(),
+            database: if backend == Backend::Postgres {
+                procfs::postgres_ticks()
+            } else {
+                0
+            },
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        CpuTime {
+            control_plane: self.control_plane.saturating_sub(before.control_plane),
+            workers: self.workers.saturating_sub(before.workers),
+            database: self.database.saturating_sub(before.database),
+        }
+    }
 }

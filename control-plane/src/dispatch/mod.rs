@@ -235,7 +235,8 @@ impl Dispatcher {
         }
     }
 
-    /// Claims queued jobs for workers with free slots until either runs out.
+    /// Claims queued jobs for workers with free slots until either runs out: all the free
+    /// slots of one worker in one transaction.
     async fn dispatch_queued(&self) {
         let mut exhausted: HashSet<String> = HashSet::new();
         loop {
@@ -249,41 +250,45 @@ impl Dispatcher {
                     .map(|s| (s.free_slots(), s))
                     .filter(|(free, _)| *free > 0)
                     .max_by_key(|(free, _)| *free)
-                    .map(|(_, s)| Arc::clone(s))
+                    .map(|(free, s)| (free, Arc::clone(s)))
             };
-            let Some(session) = candidate else { return };
-            match self
+            let Some((free, session)) = candidate else {
+                return;
+            };
+            let free = u32::try_from(free).unwrap_or(u32::MAX);
+            let jobs = match self
                 .store
-                .claim(&session.id, &session.reports, now_ms())
+                .claim_batch(&session.id, &session.reports, free, now_ms())
                 .await
             {
-                Ok(Some(job)) => {
-                    if let Ok(mut assigned) = session.assigned.lock() {
-                        assigned.insert((job.id.clone(), job.attempt));
-                    }
-                    let sent = session.send(Msg::Assign(AssignJob {
-                        job: Some(attempt_of(&job)),
-                        report: job.report.clone(),
-                        params: job.params.clone().into_iter().collect(),
-                        config: None,
-                    }));
-                    if !sent {
-                        let lost = JobEvent::WorkerLost {
-                            attempt: job.attempt,
-                            detail: format!(
-                                "worker {} disconnected before the job reached it",
-                                session.id
-                            ),
-                        };
-                        self.apply_logged(&job.id, &lost).await;
-                    }
-                }
-                Ok(None) => {
-                    exhausted.insert(session.id.clone());
-                }
+                Ok(jobs) => jobs,
                 Err(e) => {
-                    error!(error = %e, "could not claim a queued job; retrying shortly");
+                    error!(error = %e, "could not claim queued jobs; retrying shortly");
                     return;
+                }
+            };
+            if jobs.len() < free as usize {
+                exhausted.insert(session.id.clone());
+            }
+            for job in jobs {
+                if let Ok(mut assigned) = session.assigned.lock() {
+                    assigned.insert((job.id.clone(), job.attempt));
+                }
+                let sent = session.send(Msg::Assign(AssignJob {
+                    job: Some(attempt_of(&job)),
+                    report: job.report.clone(),
+                    params: job.params.clone().into_iter().collect(),
+                    config: None,
+                }));
+                if !sent {
+                    let lost = JobEvent::WorkerLost {
+                        attempt: job.attempt,
+                        detail: format!(
+                            "worker {} disconnected before the job reached it",
+                            session.id
+                        ),
+                    };
+                    self.apply_logged(&job.id, &lost).await;
                 }
             }
         }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use presswork_proto::v1::{
     ConnectRequest, ConnectResponse, ForceStop, HeartbeatAck, Hello, JobAttempt, JobFinished,
     LogLevel, OutcomeAck, Stage, Welcome, connect_request, connect_response::Msg, job_finished,
@@ -24,6 +25,8 @@ use crate::time::now_ms;
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CAPACITY: u32 = 1024;
+/// Messages of one worker taken together, at most.
+const MAX_BATCH: usize = 64;
 
 pub type WorkerStream = UnboundedReceiverStream<Result<ConnectResponse, Status>>;
 
@@ -158,94 +161,194 @@ async fn reconcile(
     Ok(())
 }
 
-/// Applies the worker's messages in order until the stream ends.
+/// Applies the worker's messages in order until the stream ends. Messages the worker has
+/// already sent are taken together (up to [`MAX_BATCH`]): their outcomes are applied in one
+/// store transaction at the end of the batch. Only a job's outcome is deferred, and it is the
+/// last message about its attempt, so each job's messages still apply in the order sent.
 async fn receive(
     dispatcher: &Arc<Dispatcher>,
     session: &Arc<WorkerSession>,
     inbound: &mut Streaming<ConnectRequest>,
 ) -> Result<(), Status> {
-    let store = dispatcher.store();
     loop {
         let next = tokio::select! {
             _ = dispatcher.shutdown.cancelled() => return Ok(()),
             next = inbound.next() => next,
         };
         let Some(message) = next else { return Ok(()) };
-        let Some(msg) = message?.msg else { continue };
-        let now = now_ms();
-        match msg {
-            connect_request::Msg::Hello(_) => {
-                return Err(Status::invalid_argument(
-                    "Hello may only be the first message of a stream",
-                ));
-            }
-            connect_request::Msg::Heartbeat(_) => {
-                store
-                    .worker_seen(&session.id, now)
-                    .await
-                    .map_err(|e| internal("record the heartbeat", &e))?;
-                session.send(Msg::HeartbeatAck(HeartbeatAck {}));
-            }
-            connect_request::Msg::StageStarted(m) => {
-                let (job_id, attempt) = parts(m.job)?;
-                let event = JobEvent::StageStarted {
-                    attempt,
-                    stage: stage(m.stage),
-                };
-                dispatcher.apply_logged(&job_id, &event).await;
-            }
-            connect_request::Msg::Progress(m) => {
-                let (job_id, attempt) = parts(m.job)?;
-                let event = JobEvent::Progress {
-                    attempt,
-                    stage: stage(m.stage),
-                    fraction: m.fraction,
-                };
-                dispatcher.apply_logged(&job_id, &event).await;
-            }
-            connect_request::Msg::Log(m) => {
-                let (job_id, attempt) = parts(m.job)?;
-                let line = NewLogLine {
-                    job_id: &job_id,
-                    attempt,
-                    worker_id: &session.id,
-                    stage: stage(m.stage),
-                    level: LogLevel::try_from(m.level).unwrap_or(LogLevel::Info),
-                    message: &m.message,
-                };
-                let kept = store
-                    .append_worker_log(line, now)
-                    .await
-                    .map_err(|e| internal("append the log line", &e))?;
-                if !kept {
-                    debug!(%job_id, attempt, "log line for an ended or earlier attempt refused");
+        let mut batch = vec![message?];
+        // How the stream went on after the batch: open, ended, or broken. Messages received
+        // before an end or an error are still applied (log lines, stage starts and cancel
+        // acknowledgements are not re-sent).
+        let mut after: Option<Result<(), Status>> = None;
+        while batch.len() < MAX_BATCH {
+            match inbound.next().now_or_never() {
+                Some(Some(Ok(message))) => batch.push(message),
+                Some(Some(Err(status))) => {
+                    after = Some(Err(status));
+                    break;
                 }
+                Some(None) => {
+                    after = Some(Ok(()));
+                    break;
+                }
+                None => break,
             }
-            connect_request::Msg::CancelAck(m) => {
-                let (job_id, attempt) = parts(m.job)?;
-                let event = JobEvent::CancelAcknowledged {
-                    attempt,
-                    stage: stage(m.stage),
-                    past_point_of_no_return: m.past_point_of_no_return,
-                };
-                dispatcher.apply_logged(&job_id, &event).await;
+        }
+        let mut outcomes = Vec::new();
+        for message in batch {
+            match message.msg {
+                Some(connect_request::Msg::Finished(m)) => outcomes.push(m),
+                Some(msg) => handle(dispatcher, session, msg).await?,
+                None => {}
             }
-            connect_request::Msg::Finished(m) => finished(dispatcher, session, m).await?,
-            connect_request::Msg::Draining(_) => {
-                info!(worker_id = %session.id, "worker draining: no more assignments");
-                session.draining.store(true, Ordering::Relaxed);
-            }
+        }
+        if !outcomes.is_empty() {
+            finished(dispatcher, session, outcomes).await?;
+        }
+        if let Some(end) = after {
+            return end;
         }
     }
 }
 
-/// Applies an outcome (idempotently: a duplicate or stale one is refused by the state
-/// machine), acknowledges it, and frees the slot.
+/// Applies one message of the worker other than an outcome.
+async fn handle(
+    dispatcher: &Arc<Dispatcher>,
+    session: &Arc<WorkerSession>,
+    msg: connect_request::Msg,
+) -> Result<(), Status> {
+    let store = dispatcher.store();
+    let now = now_ms();
+    match msg {
+        connect_request::Msg::Hello(_) => {
+            return Err(Status::invalid_argument(
+                "Hello may only be the first message of a stream",
+            ));
+        }
+        connect_request::Msg::Heartbeat(_) => {
+            store
+                .worker_seen(&session.id, now)
+                .await
+                .map_err(|e| internal("record the heartbeat", &e))?;
+            session.send(Msg::HeartbeatAck(HeartbeatAck {}));
+        }
+        connect_request::Msg::StageStarted(m) => {
+            let (job_id, attempt) = parts(m.job)?;
+            let event = JobEvent::StageStarted {
+                attempt,
+                stage: stage(m.stage),
+            };
+            dispatcher.apply_logged(&job_id, &event).await;
+        }
+        connect_request::Msg::Progress(m) => {
+            let (job_id, attempt) = parts(m.job)?;
+            let event = JobEvent::Progress {
+                attempt,
+                stage: stage(m.stage),
+                fraction: m.fraction,
+            };
+            dispatcher.apply_logged(&job_id, &event).await;
+        }
+        connect_request::Msg::Log(m) => {
+            let (job_id, attempt) = parts(m.job)?;
+            let line = NewLogLine {
+                job_id: &job_id,
+                attempt,
+                worker_id: &session.id,
+                stage: stage(m.stage),
+                level: LogLevel::try_from(m.level).unwrap_or(LogLevel::Info),
+                message: &m.message,
+            };
+            let kept = store
+                .append_worker_log(line, now)
+                .await
+                .map_err(|e| internal("append the log line", &e))?;
+            if !kept {
+                debug!(%job_id, attempt, "log line for an ended or earlier attempt refused");
+            }
+        }
+        connect_request::Msg::CancelAck(m) => {
+            let (job_id, attempt) = parts(m.job)?;
+            let event = JobEvent::CancelAcknowledged {
+                attempt,
+                stage: stage(m.stage),
+                past_point_of_no_return: m.past_point_of_no_return,
+            };
+            dispatcher.apply_logged(&job_id, &event).await;
+        }
+        connect_request::Msg::Finished(m) => finished(dispatcher, session, vec![m]).await?,
+        connect_request::Msg::Draining(_) => {
+            info!(worker_id = %session.id, "worker draining: no more assignments");
+            session.draining.store(true, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Applies outcomes (idempotently: a duplicate or stale one is refused by the state machine)
+/// in one transaction, acknowledges each, and frees their slots. A malformed or unrecorded
+/// outcome does not hold back the others: they are applied and acknowledged first, then the
+/// stream ends with the first error (the worker re-sends what was not acknowledged).
 async fn finished(
     dispatcher: &Arc<Dispatcher>,
     session: &Arc<WorkerSession>,
-    m: JobFinished,
+    messages: Vec<JobFinished>,
 ) -> Result<(), Status> {
+    let mut first_error = None;
+    let mut events = Vec::with_capacity(messages.len());
+    for m in messages {
+        match outcome_event(m) {
+            Ok(event) => events.push(event),
+            Err(status) => {
+                first_error.get_or_insert(status);
+            }
+        }
+    }
+    let results = dispatcher
+        .store()
+        .apply_batch(&events, now_ms())
+        .await
+        .map_err(|e| {
+            // Not acknowledged: the worker re-sends them after reconnecting.
+            internal("record the outcomes", &e)
+        })?;
+    for ((job_id, event), result) in events.into_iter().zip(results) {
+        let JobEvent::Finished { attempt, .. } = event else {
+            continue;
+        };
+        match result {
+            Ok(applied) => {
+                if let Err(refusal) = &applied.decision {
+                    debug!(%job_id, attempt, %refusal, "outcome refused (stale or duplicate)");
+                }
+            }
+            Err(crate::store::StoreError::NotFound(_)) => {
+                warn!(%job_id, "outcome for an unknown job; acknowledging so the worker drops it");
+            }
+            Err(e) => {
+                // Not acknowledged: the worker re-sends it after reconnecting.
+                error!(%job_id, error = %e, "could not record the outcome");
+                first_error.get_or_insert_with(|| internal("record the outcome", &e));
+                continue;
+            }
+        }
+        if let Ok(mut assigned) = session.assigned.lock() {
+            assigned.remove(&(job_id.clone(), attempt));
+        }
+        session.send(Msg::OutcomeAck(OutcomeAck {
+            job: Some(JobAttempt { job_id, attempt }),
+        }));
+    }
+    dispatcher.wake();
+    match first_error {
+        Some(status) => Err(status),
+        None => Ok(()),
+    }
+}
+
+/// The state-machine event of a worker's `JobFinished`.
+fn outcome_event(m: JobFinished) -> Result<(String, JobEvent), Status> {
     let (job_id, attempt) = parts(m.job)?;
     let outcome = match m.result {
         Some(job_finished::Result::Succeeded(s)) => Outcome::Succeeded { output: s.output },
@@ -265,30 +368,7 @@ async fn finished(
             ));
         }
     };
-    let event = JobEvent::Finished { attempt, outcome };
-    match dispatcher.store().apply(&job_id, &event, now_ms()).await {
-        Ok(applied) => {
-            if let Err(refusal) = &applied.decision {
-                debug!(%job_id, attempt, %refusal, "outcome refused (stale or duplicate)");
-            }
-        }
-        Err(crate::store::StoreError::NotFound(_)) => {
-            warn!(%job_id, "outcome for an unknown job; acknowledging so the worker drops it");
-        }
-        Err(e) => {
-            // Not acknowledged: the worker re-sends it after reconnecting.
-            error!(%job_id, error = %e, "could not record the outcome");
-            return Err(internal("record the outcome", &e));
-        }
-    }
-    if let Ok(mut assigned) = session.assigned.lock() {
-        assigned.remove(&(job_id.clone(), attempt));
-    }
-    session.send(Msg::OutcomeAck(OutcomeAck {
-        job: Some(JobAttempt { job_id, attempt }),
-    }));
-    dispatcher.wake();
-    Ok(())
+    Ok((job_id, JobEvent::Finished { attempt, outcome }))
 }
 
 fn parts(job: Option<JobAttempt>) -> Result<(String, u32), Status> {

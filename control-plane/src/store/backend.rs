@@ -12,6 +12,10 @@ use sqlx::{Postgres, SqlSafeStr, Sqlite, Transaction};
 
 use super::StoreError;
 
+/// WAL pages after which a commit checkpoints by itself, should the background checkpoint
+/// fall behind (SQLite's default is 1000).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 20_000;
+
 /// The active database.
 #[derive(Clone, Debug)]
 pub enum Db {
@@ -52,7 +56,11 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Checkpoints (and their fsyncs, 1–50 ms here) run in the background
+                // (`Store::checkpoint`), not in whichever commit crosses 1000 WAL pages; this
+                // larger automatic threshold is only a backstop.
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string());
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 .connect_with(options)
@@ -84,6 +92,17 @@ impl Db {
 
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
+    }
+
+    /// SQLite: copies committed WAL pages into the database file without waiting for (or
+    /// blocking) readers and writers. PostgreSQL checkpoints by itself: nothing to do.
+    pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
+        if let Db::Sqlite(pool) = self {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -118,7 +137,8 @@ pub(crate) trait Engine {
     /// Run before appending log entries or events, so their ids commit in id order and a
     /// reader that saw id N has seen every smaller id. SQLite has one writer: nothing to do.
     const ORDER_LOCK: Option<&'static str>;
-    /// Picks the oldest queued job this worker can run, locking it against other claimers.
+    /// Picks the oldest queued jobs (at most `$2`) this worker can run, locking them against
+    /// other claimers.
     const CLAIM: &'static str;
 }
 
@@ -134,7 +154,7 @@ impl Engine for SqlitePool {
     const CLAIM: &'static str = concat!(
         "SELECT ",
         super::rows::job_columns!(),
-        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT 1"
+        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT $2"
     );
 }
 
@@ -151,6 +171,6 @@ impl Engine for PgPool {
     const CLAIM: &'static str = concat!(
         "SELECT ",
         super::rows::job_columns!(),
-        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT 1 FOR UPDATE SKIP LOCKED"
+        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
 }

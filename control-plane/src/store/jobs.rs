@@ -16,8 +16,12 @@ use crate::job::{self, Decision, JobEvent, JobRecord, LogDraft, Refusal};
 
 const SELECT_JOB: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
 
-const INSERT_JOB: &str = "INSERT INTO jobs (id, report, params, status, submitted_by, created_at) \
-     VALUES ($1, $2, $3, 'QUEUED', $4, $5)";
+/// Returns the job as stored (defaults and `num` included), without a second query.
+const INSERT_JOB: &str = concat!(
+    "INSERT INTO jobs (id, report, params, status, submitted_by, created_at) \
+     VALUES ($1, $2, $3, 'QUEUED', $4, $5) RETURNING ",
+    job_columns!()
+);
 
 const UPDATE_JOB: &str = "UPDATE jobs SET status = $3, stage = $4, progress = $5, attempt = $6, \
      worker_id = $7, version = $8, started_at = $9, finished_at = $10, error = $11, output = $12, \
@@ -130,10 +134,11 @@ macro_rules! append_log_and_event {
     }};
 }
 
-/// Writes `decision` for `job` inside `tx` (compare-and-set on the version). Evaluates to
-/// `Ok(Some((next, entries, change)))`, or `Ok(None)` when the version moved (lost the race).
-macro_rules! write_decision {
-    ($pool:expr, $tx:expr, $job:expr, $next:expr, $decision:expr, $now:expr) => {{
+/// Writes `next`, the state `decision` gives `job`, inside `tx`: a compare-and-set on the
+/// version. Evaluates to `Some(next)` with its new version, or `None` when the version moved
+/// (lost the race).
+macro_rules! update_job {
+    ($tx:expr, $job:expr, $next:expr) => {{
         let mut next: JobRecord = $next;
         next.version = $job.version + 1;
         let cols = JobColumns::of(&next);
@@ -164,11 +169,26 @@ macro_rules! write_decision {
             .execute(&mut *$tx)
             .await?
             .rows_affected();
-        if updated == 1 {
-            let (entries, change) = append_log_and_event!($pool, $tx, next, &$decision.log, $now);
-            Some((next, entries, change))
-        } else {
-            None
+        (updated == 1).then_some(next)
+    }};
+}
+
+/// Writes `decision` for `job` inside `tx` (compare-and-set on the version), then its log
+/// entries and change event. Evaluates to `Some((next, entries, change))`, or `None` when the
+/// version moved (lost the race).
+///
+/// Transactions that change several jobs use [`update_job!`] for all of them first and
+/// [`append_log_and_event!`] after: every transaction then takes its row locks before the
+/// PostgreSQL order lock, and the holder of that lock never waits for a row (no deadlock).
+macro_rules! write_decision {
+    ($pool:expr, $tx:expr, $job:expr, $next:expr, $decision:expr, $now:expr) => {{
+        match update_job!($tx, $job, $next) {
+            Some(next) => {
+                let (entries, change) =
+                    append_log_and_event!($pool, $tx, next, &$decision.log, $now);
+                Some((next, entries, change))
+            }
+            None => None,
         }
     }};
 }
@@ -214,15 +234,14 @@ impl Store {
         let _turn = self.write_turn().await;
         let (job, entries, change) = with_pool!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
-            sqlx::query(INSERT_JOB)
+            let row: JobRow = sqlx::query_as(INSERT_JOB)
                 .bind(&id)
                 .bind(&new.report)
                 .bind(&params)
                 .bind(&new.submitted_by)
                 .bind(now)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
-            let row: JobRow = sqlx::query_as(SELECT_JOB).bind(&id).fetch_one(&mut *tx).await?;
             let job = JobRecord::try_from(row)?;
             let (entries, change) = append_log_and_event!(pool, tx, job, [&draft], now);
             tx.commit().await?;
@@ -296,6 +315,92 @@ impl Store {
         Err(StoreError::Contended)
     }
 
+    /// Applies several events, each as [`Store::apply`] would, in one transaction: one commit
+    /// for a batch of outcomes a worker sent together. Results come in the order of `events`;
+    /// each event is its own compare-and-set, so a refused or lost one changes nothing for the
+    /// others. Rows are written in job id order (events of one job in the order given), so two
+    /// batches never wait for each other's rows in opposite orders. An event whose
+    /// compare-and-set lost (its job changed meanwhile; PostgreSQL only) is applied again on
+    /// its own after the commit.
+    pub async fn apply_batch(
+        &self,
+        events: &[(String, JobEvent)],
+        now: i64,
+    ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+        /// What became of one event inside the transaction.
+        enum Slot {
+            Done(Result<Applied, StoreError>),
+            Updated(JobRecord, Decision),
+            Lost,
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        order.sort_by(|&a, &b| events[a].0.cmp(&events[b].0));
+        let turn = self.write_turn().await;
+        let (slots, written) = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let mut slots: Vec<Slot> = events.iter().map(|_| Slot::Lost).collect();
+            for &i in &order {
+                let (id, event) = &events[i];
+                let row: Option<JobRow> =
+                    sqlx::query_as(SELECT_JOB).bind(id).fetch_optional(&mut *tx).await?;
+                let Some(row) = row else {
+                    slots[i] = Slot::Done(Err(StoreError::NotFound(id.clone())));
+                    continue;
+                };
+                let job = JobRecord::try_from(row)?;
+                let decision = match job::apply(&job, event, now) {
+                    Ok(decision) => decision,
+                    Err(refusal) => {
+                        slots[i] = Slot::Done(Ok(Applied { job, decision: Err(refusal), sequence: None }));
+                        continue;
+                    }
+                };
+                let Some(next) = decision.next.clone() else {
+                    slots[i] = Slot::Done(Ok(Applied { job, decision: Ok(decision), sequence: None }));
+                    continue;
+                };
+                slots[i] = match update_job!(tx, job, next) {
+                    Some(next) => Slot::Updated(next, decision),
+                    None => Slot::Lost,
+                };
+            }
+            // Log entries and events after every row is written (see `write_decision!`), in
+            // the order the rows were written.
+            let mut written = Vec::new();
+            for &i in &order {
+                if let Slot::Updated(next, decision) = &slots[i] {
+                    let (entries, change) = append_log_and_event!(pool, tx, next, &decision.log, now);
+                    let applied = Applied {
+                        job: next.clone(),
+                        decision: Ok(decision.clone()),
+                        sequence: Some(change.sequence),
+                    };
+                    written.push((entries, change));
+                    slots[i] = Slot::Done(Ok(applied));
+                }
+            }
+            if !written.is_empty() {
+                tx.commit().await?;
+            }
+            (slots, written)
+        });
+        for (entries, change) in written {
+            self.publish(entries, change);
+        }
+        drop(turn);
+        let mut applied = Vec::with_capacity(slots.len());
+        for (slot, (id, event)) in slots.into_iter().zip(events) {
+            applied.push(match slot {
+                Slot::Done(result) => result,
+                Slot::Lost | Slot::Updated(..) => self.apply(id, event, now).await,
+            });
+        }
+        Ok(applied)
+    }
+
     /// Claims the oldest queued job whose report is in `reports` for `worker_id`
     /// (`QUEUED → RUNNING`, a new attempt). Exactly one of a claim and a cancel of the same
     /// queued job wins.
@@ -305,6 +410,19 @@ impl Store {
         reports: &[String],
         now: i64,
     ) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.claim_batch(worker_id, reports, 1, now).await?.pop())
+    }
+
+    /// Claims up to `max` of the oldest queued jobs whose report is in `reports` for
+    /// `worker_id`, oldest first, in one transaction (one commit for a whole batch of free
+    /// slots). Each is its own compare-and-set, as [`Store::claim`].
+    pub async fn claim_batch(
+        &self,
+        worker_id: &str,
+        reports: &[String],
+        max: u32,
+        now: i64,
+    ) -> Result<Vec<JobRecord>, StoreError> {
         let reports = format!(",{},", reports.join(","));
         let event = JobEvent::Claim {
             worker_id: worker_id.to_string(),
@@ -313,24 +431,42 @@ impl Store {
             let _turn = self.write_turn().await;
             let claimed = with_pool!(&self.db, pool => {
                 let mut tx = pool.begin_write().await?;
-                let row: Option<JobRow> = sqlx::query_as(engine_claim_sql(pool))
+                let rows: Vec<JobRow> = sqlx::query_as(engine_claim_sql(pool))
                     .bind(&reports)
-                    .fetch_optional(&mut *tx)
+                    .bind(i64::from(max))
+                    .fetch_all(&mut *tx)
                     .await?;
-                let Some(row) = row else { return Ok(None) };
-                let job = JobRecord::try_from(row)?;
-                let decision = job::apply(&job, &event, now)
-                    .map_err(|r| StoreError::Corrupt(format!("claim of queued job {}: {r}", job.id)))?;
-                let next = decision.next.clone().ok_or_else(|| StoreError::Corrupt("claim changed nothing".into()))?;
-                let written = write_decision!(pool, tx, job, next, decision, now);
-                if written.is_some() {
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut updated = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let job = JobRecord::try_from(row)?;
+                    let decision = job::apply(&job, &event, now)
+                        .map_err(|r| StoreError::Corrupt(format!("claim of queued job {}: {r}", job.id)))?;
+                    let next = decision.next.clone().ok_or_else(|| StoreError::Corrupt("claim changed nothing".into()))?;
+                    if let Some(next) = update_job!(tx, job, next) {
+                        updated.push((next, decision));
+                    }
+                }
+                // Log entries and events after every row is written (see `write_decision!`).
+                let mut claimed = Vec::with_capacity(updated.len());
+                for (next, decision) in updated {
+                    let (entries, change) = append_log_and_event!(pool, tx, next, &decision.log, now);
+                    claimed.push((next, entries, change));
+                }
+                if !claimed.is_empty() {
                     tx.commit().await?;
                 }
-                written
+                claimed
             });
-            if let Some((next, entries, change)) = claimed {
-                self.publish(entries, change);
-                return Ok(Some(next));
+            if !claimed.is_empty() {
+                let mut jobs = Vec::with_capacity(claimed.len());
+                for (next, entries, change) in claimed {
+                    self.publish(entries, change);
+                    jobs.push(next);
+                }
+                return Ok(jobs);
             }
         }
         Err(StoreError::Contended)

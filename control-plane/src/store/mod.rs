@@ -46,6 +46,9 @@ pub enum StoreError {
     ReportVersion { name: String, current: i64 },
 }
 
+/// How often the SQLite write-ahead log is checkpointed in the background.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A committed change of a job, as watchers see it.
 #[derive(Debug)]
 pub struct JobChange {
@@ -120,5 +123,24 @@ impl Store {
 
     pub async fn close(&self) {
         self.db.close().await;
+    }
+
+    /// Checkpoints the SQLite write-ahead log every [`CHECKPOINT_INTERVAL`] until `shutdown`
+    /// fires, so that no commit pays for a checkpoint's fsyncs (see `Db::checkpoint`).
+    pub async fn checkpoint_until(&self, shutdown: tokio_util::sync::CancellationToken) {
+        if !matches!(self.db, Db::Sqlite(_)) {
+            return;
+        }
+        let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            if let Err(error) = self.db.checkpoint().await {
+                tracing::warn!(%error, "could not checkpoint the database; SQLite will checkpoint on commit instead");
+            }
+        }
     }
 }
