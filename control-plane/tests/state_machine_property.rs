@@ -54,6 +54,7 @@ async fn run(store: Store, ids: Vec<String>, op: Op) {
                         report: "demo-fast".into(),
                         params: BTreeMap::new(),
                         submitted_by: "prop".into(),
+                        config: None,
                     },
                     1,
                 )

@@ -13,6 +13,7 @@ fn new_job(report: &str) -> NewJob {
         report: report.into(),
         params: BTreeMap::from([("k".to_string(), "v".to_string())]),
         submitted_by: "alice".into(),
+        config: None,
     }
 }
 

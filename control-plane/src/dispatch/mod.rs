@@ -41,7 +41,9 @@ pub struct Timing {
 pub(crate) struct WorkerSession {
     pub id: String,
     pub capacity: u32,
-    pub reports: Vec<String>,
+    /// What it may claim: its built-in reports and, when it runs configurations, `config`
+    /// and `config+connector:NAME` routes (see `store::worker_routes`).
+    pub routes: Vec<String>,
     tx: mpsc::UnboundedSender<Result<ConnectResponse, tonic::Status>>,
     /// Attempts this worker holds a slot for, until their outcome arrives.
     pub assigned: Mutex<HashSet<(String, u32)>>,
@@ -258,7 +260,7 @@ impl Dispatcher {
             let free = u32::try_from(free).unwrap_or(u32::MAX);
             let jobs = match self
                 .store
-                .claim_batch(&session.id, &session.reports, free, now_ms())
+                .claim_batch(&session.id, &session.routes, free, now_ms())
                 .await
             {
                 Ok(jobs) => jobs,
@@ -274,11 +276,23 @@ impl Dispatcher {
                 if let Ok(mut assigned) = session.assigned.lock() {
                     assigned.insert((job.id.clone(), job.attempt));
                 }
+                // A configured job carries its configuration; a built-in report does not.
+                let config = if session.routes.contains(&job.report) {
+                    None
+                } else {
+                    match self.store.job_config(&job.id).await {
+                        Ok(config) => config,
+                        Err(e) => {
+                            error!(job_id = %job.id, error = %e, "could not read the job's configuration");
+                            None
+                        }
+                    }
+                };
                 let sent = session.send(Msg::Assign(AssignJob {
                     job: Some(attempt_of(&job)),
                     report: job.report.clone(),
                     params: job.params.clone().into_iter().collect(),
-                    config: None,
+                    config,
                 }));
                 if !sent {
                     let lost = JobEvent::WorkerLost {

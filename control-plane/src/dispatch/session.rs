@@ -67,7 +67,11 @@ pub async fn serve_worker_stream(
     let session = Arc::new(WorkerSession {
         id: hello.worker_id.clone(),
         capacity: hello.capacity,
-        reports: hello.reports.clone(),
+        routes: crate::store::worker_routes(
+            &hello.reports,
+            hello.runs_configurations,
+            &hello.connectors,
+        ),
         tx,
         // Every attempt the worker still holds keeps its slot until its outcome arrives.
         assigned: Mutex::new(known.clone()),

@@ -68,6 +68,15 @@ impl JobService for JobApi {
         let req = request.into_inner();
         validate_report(&req.report)?;
         let params = validate_params(req.params)?;
+        // A stored configuration of that name: the job runs it as it is now.
+        let config = if crate::reports::BUILT_IN_REPORTS.contains(&req.report.as_str()) {
+            None
+        } else {
+            self.store()
+                .report(&req.report)
+                .await
+                .map_err(store_status)?
+        };
         let job = self
             .store()
             .submit(
@@ -75,6 +84,7 @@ impl JobService for JobApi {
                     report: req.report,
                     params,
                     submitted_by: caller.name().to_string(),
+                    config,
                 },
                 now_ms(),
             )

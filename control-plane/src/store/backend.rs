@@ -46,6 +46,7 @@ impl Db {
                 include_str!("../../migrations/postgres/0001_init.sql"),
                 include_str!("../../migrations/postgres/0002_users.sql"),
                 include_str!("../../migrations/postgres/0003_reports.sql"),
+                include_str!("../../migrations/postgres/0004_configured_jobs.sql"),
             ])
             .run(&pool)
             .await?;
@@ -69,6 +70,7 @@ impl Db {
                 include_str!("../../migrations/sqlite/0001_init.sql"),
                 include_str!("../../migrations/sqlite/0002_users.sql"),
                 include_str!("../../migrations/sqlite/0003_reports.sql"),
+                include_str!("../../migrations/sqlite/0004_configured_jobs.sql"),
             ])
             .run(&pool)
             .await?;
@@ -154,7 +156,7 @@ impl Engine for SqlitePool {
     const CLAIM: &'static str = concat!(
         "SELECT ",
         super::rows::job_columns!(),
-        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT $2"
+        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || route || ',%') ORDER BY num LIMIT $2"
     );
 }
 
@@ -171,6 +173,6 @@ impl Engine for PgPool {
     const CLAIM: &'static str = concat!(
         "SELECT ",
         super::rows::job_columns!(),
-        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || report || ',%') ORDER BY num LIMIT $2 FOR UPDATE SKIP LOCKED"
+        " FROM jobs WHERE status = 'QUEUED' AND $1 LIKE ('%,' || route || ',%') ORDER BY num LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
 }

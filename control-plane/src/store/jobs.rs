@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use presswork_proto::v1::{JobStatus, LogEntry, LogLevel, Stage};
+use presswork_proto::v1::{JobStatus, LogEntry, LogLevel, ReportConfig, Stage};
 use prost::Message;
 
 use super::backend::{Engine, with_pool};
@@ -18,8 +18,8 @@ const SELECT_JOB: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id
 
 /// Returns the job as stored (defaults and `num` included), without a second query.
 const INSERT_JOB: &str = concat!(
-    "INSERT INTO jobs (id, report, params, status, submitted_by, created_at) \
-     VALUES ($1, $2, $3, 'QUEUED', $4, $5) RETURNING ",
+    "INSERT INTO jobs (id, report, params, status, submitted_by, created_at, route) \
+     VALUES ($1, $2, $3, 'QUEUED', $4, $5, $6) RETURNING ",
     job_columns!()
 );
 
@@ -63,6 +63,36 @@ pub struct NewJob {
     pub report: String,
     pub params: BTreeMap<String, String>,
     pub submitted_by: String,
+    /// For a stored report configuration: the configuration as it is now, which the job runs
+    /// even if the configuration changes later.
+    pub config: Option<ReportConfig>,
+}
+
+/// The claim route of a configured job (see migration 0004): only workers that run
+/// configurations, and that have the connector its source names, may claim it.
+pub fn config_route(config: &ReportConfig) -> String {
+    match &config.source {
+        Some(source) if source.kind == "connector" => format!(
+            "config+connector:{}",
+            source.params.get("name").map(String::as_str).unwrap_or("")
+        ),
+        _ => "config".to_owned(),
+    }
+}
+
+/// The routes a worker may claim: its built-in reports, and configured jobs when it runs
+/// them (those naming a connector only when it has that connector).
+pub fn worker_routes(
+    reports: &[String],
+    runs_configurations: bool,
+    connectors: &[String],
+) -> Vec<String> {
+    let mut routes = reports.to_vec();
+    if runs_configurations {
+        routes.push("config".to_owned());
+        routes.extend(connectors.iter().map(|c| format!("config+connector:{c}")));
+    }
+    routes
 }
 
 /// A log line reported by a worker for one attempt.
@@ -240,8 +270,16 @@ impl Store {
                 .bind(&params)
                 .bind(&new.submitted_by)
                 .bind(now)
+                .bind(new.config.as_ref().map_or_else(|| new.report.clone(), config_route))
                 .fetch_one(&mut *tx)
                 .await?;
+            if let Some(config) = &new.config {
+                sqlx::query("INSERT INTO job_configs (job_id, body) VALUES ($1, $2)")
+                    .bind(&id)
+                    .bind(config.encode_to_vec())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let job = JobRecord::try_from(row)?;
             let (entries, change) = append_log_and_event!(pool, tx, job, [&draft], now);
             tx.commit().await?;
@@ -249,6 +287,22 @@ impl Store {
         });
         self.publish(entries, change);
         Ok(job)
+    }
+
+    /// The configuration a configured job runs (as it was when it was submitted); `None` for
+    /// a built-in report.
+    pub async fn job_config(&self, id: &str) -> Result<Option<ReportConfig>, StoreError> {
+        let body: Option<Vec<u8>> = with_pool!(&self.db, pool => {
+            sqlx::query_scalar("SELECT body FROM job_configs WHERE job_id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        body.map(|b| {
+            ReportConfig::decode(b.as_slice())
+                .map_err(|e| StoreError::Corrupt(format!("configuration of job {id}: {e}")))
+        })
+        .transpose()
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
