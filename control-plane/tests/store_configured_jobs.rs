@@ -75,8 +75,8 @@ async fn configured_jobs_go_only_to_workers_that_can_run_them(store: Store) {
         .await
         .unwrap();
     assert_eq!(
-        claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
-        [builtin.id.clone()]
+        claimed.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [builtin.id.as_str()]
     );
     // A worker running configurations without the connector takes only the csv one.
     let claimed = store
@@ -84,8 +84,8 @@ async fn configured_jobs_go_only_to_workers_that_can_run_them(store: Store) {
         .await
         .unwrap();
     assert_eq!(
-        claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
-        [sales.id.clone()]
+        claimed.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [sales.id.as_str()]
     );
     // Only a worker with the `dwh` connector takes the last.
     let claimed = store
@@ -93,8 +93,8 @@ async fn configured_jobs_go_only_to_workers_that_can_run_them(store: Store) {
         .await
         .unwrap();
     assert_eq!(
-        claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
-        [warehouse.id.clone()]
+        claimed.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [warehouse.id.as_str()]
     );
     assert_eq!(claimed[0].report, "warehouse");
     assert!(
