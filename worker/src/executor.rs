@@ -26,10 +26,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::cancel::{CancelEffect, CancelReason, JobControl};
+use crate::configured::{self, ConfiguredReport, Delivery, WorkerOffer};
 use crate::plugin::Connectors;
 use crate::reports::{self, ReportPlan};
-use crate::stages::generate::ReportDocument;
-use crate::stages::{JobReporter, StageContext, StageError, deliver, generate, ingest, transform};
+use crate::stages::generate::{ReportDocument, TableDocument};
+use crate::stages::{
+    JobReporter, StageContext, StageError, deliver, generate, ingest, sources, transform, upload,
+};
+use crate::table::Transformer;
 use crate::test_reports::{self, Workload};
 
 /// How many cancels for not-yet-assigned attempts are remembered (oldest forgotten first).
@@ -43,6 +47,14 @@ pub(crate) struct ExecutorSettings {
     pub(crate) output_dir: PathBuf,
     pub(crate) work_dir: PathBuf,
     pub(crate) connectors: Connectors,
+    /// For HTTP sources and deliveries (one connection pool for every job).
+    pub(crate) http: reqwest::Client,
+}
+
+/// What one job runs: a built-in report, or a stored configuration.
+enum JobPlan {
+    BuiltIn(ReportPlan),
+    Configured(Box<ConfiguredReport>),
 }
 
 struct RunningJob {
@@ -145,6 +157,13 @@ impl Executor {
                 "job id `{}` cannot name an output file (use letters, digits, '-', '_' and '.')",
                 job.job_id
             ))
+        } else if let Some(config) = &assign.config {
+            let offer = WorkerOffer {
+                output_dir: &self.settings.output_dir,
+                connectors: &self.settings.connectors,
+            };
+            configured::plan(config, &assign.params, &job.job_id, &offer)
+                .map(|report| JobPlan::Configured(Box::new(report)))
         } else {
             reports::plan(
                 &assign.report,
@@ -152,6 +171,7 @@ impl Executor {
                 self.settings.enable_test_reports,
                 &self.settings.connectors,
             )
+            .map(JobPlan::BuiltIn)
         };
         let refusal = match planned {
             Ok(_) if self.running.len() >= self.settings.capacity as usize => format!(
@@ -283,7 +303,7 @@ impl Executor {
         Msg::Finished(message)
     }
 
-    fn start(&mut self, attempt: JobAttempt, report: String, plan: ReportPlan) {
+    fn start(&mut self, attempt: JobAttempt, report: String, plan: JobPlan) {
         info!(job_id = %attempt.job_id, attempt = attempt.attempt, %report, "starting job");
         let control = Arc::new(JobControl::new());
         let reporter = Arc::new(JobReporter::new(attempt.clone(), self.events.clone()));
@@ -299,6 +319,7 @@ impl Executor {
             reporter: reporter.clone(),
             work_dir: work_dir.clone(),
             output_dir: self.settings.output_dir.clone(),
+            http: self.settings.http.clone(),
         };
         let handle = tokio::spawn(async move { pipeline.run().await });
         let abort = handle.abort_handle();
@@ -322,18 +343,27 @@ struct StageFailure {
 
 /// One job's run through the stages.
 struct Pipeline {
-    plan: ReportPlan,
+    plan: JobPlan,
     control: Arc<JobControl>,
     reporter: Arc<JobReporter>,
     work_dir: PathBuf,
     output_dir: PathBuf,
+    http: reqwest::Client,
 }
 
 impl Pipeline {
-    async fn run(self) -> Result<PathBuf, StageFailure> {
-        if let Some(workload) = self.plan.workload {
-            return self.run_test_workload(workload).await;
+    /// Runs the job; returns where its report went.
+    async fn run(self) -> Result<String, StageFailure> {
+        match &self.plan {
+            JobPlan::BuiltIn(plan) => match plan.workload {
+                Some(workload) => self.run_test_workload(workload).await,
+                None => self.run_built_in(plan).await,
+            },
+            JobPlan::Configured(report) => self.run_configured(report).await,
         }
+    }
+
+    async fn create_work_dir(&self) -> Result<(), StageFailure> {
         tokio::fs::create_dir_all(&self.work_dir)
             .await
             .map_err(|e| StageFailure {
@@ -342,13 +372,15 @@ impl Pipeline {
                     "cannot create the work directory {}: {e}; check --work-dir",
                     self.work_dir.display()
                 )),
-            })?;
+            })
+    }
+
+    async fn run_built_in(&self, plan: &ReportPlan) -> Result<String, StageFailure> {
+        self.create_work_dir().await?;
         let job = self.reporter.job();
 
         let ctx = self.enter(Stage::Ingest)?;
-        let rows = self
-            .stage(&ctx, ingest::run(&ctx, &self.plan.input))
-            .await?;
+        let rows = self.stage(&ctx, ingest::run(&ctx, &plan.input)).await?;
 
         let ctx = self.enter(Stage::Transform)?;
         let summary = self.stage(&ctx, transform::run(&ctx, &rows)).await?;
@@ -358,7 +390,7 @@ impl Pipeline {
             title: "Sales by region",
             job_id: &job.job_id,
             attempt: job.attempt,
-            params: &self.plan.params,
+            params: &plan.params,
             summary: &summary,
             generated_at: SystemTime::now(),
         };
@@ -366,19 +398,83 @@ impl Pipeline {
 
         let ctx = self.enter(Stage::Deliver)?;
         let file_name = format!("{}.pdf", job.job_id);
-        self.stage(&ctx, deliver::run(&ctx, &pdf, &self.output_dir, &file_name))
-            .await
+        let path = self
+            .stage(&ctx, deliver::run(&ctx, &pdf, &self.output_dir, &file_name))
+            .await?;
+        Ok(path.display().to_string())
+    }
+
+    /// A stored configuration: rows stream from the source into the transformation during
+    /// ingest; transform sorts and limits what it kept; generate lays the table out; deliver
+    /// publishes it in a directory or uploads it.
+    async fn run_configured(&self, report: &ConfiguredReport) -> Result<String, StageFailure> {
+        self.create_work_dir().await?;
+        let job = self.reporter.job();
+
+        let ctx = self.enter(Stage::Ingest)?;
+        let mut transformer =
+            Transformer::new(&report.transformation).map_err(|error| StageFailure {
+                stage: Stage::Ingest,
+                error: StageError::Failed(format!(
+                    "report configuration `{}`: {error}; fix it with `presswork reports update {}`",
+                    report.name, report.name
+                )),
+            })?;
+        self.stage(
+            &ctx,
+            sources::read(&ctx, &report.source, &self.http, &mut transformer),
+        )
+        .await?;
+
+        let ctx = self.enter(Stage::Transform)?;
+        let table = self
+            .stage(&ctx, transform::finish_table(&ctx, transformer))
+            .await?;
+
+        let ctx = self.enter(Stage::Generate)?;
+        let doc = TableDocument {
+            title: &report.template.title,
+            subtitle: &report.template.subtitle,
+            job_id: &job.job_id,
+            attempt: job.attempt,
+            params: &report.params,
+            table: &table,
+            totals: report
+                .template
+                .totals
+                .then(|| generate::labelled_totals(&table)),
+            page_size: report.template.page_size,
+            generated_at: SystemTime::now(),
+        };
+        let pdf = self.stage(&ctx, generate::run_table(&ctx, &doc)).await?;
+        drop(table);
+
+        let ctx = self.enter(Stage::Deliver)?;
+        match &report.delivery {
+            Delivery::Directory { dir, file_name } => {
+                let path = self
+                    .stage(&ctx, deliver::run(&ctx, &pdf, dir, file_name))
+                    .await?;
+                Ok(path.display().to_string())
+            }
+            Delivery::Http(delivery) => {
+                self.stage(&ctx, upload::run(&ctx, &self.http, &pdf, delivery))
+                    .await
+            }
+        }
     }
 
     /// A test workload (`--enable-test-reports`) instead of the pipeline: one stage, or none
     /// for `noop`. It needs no work directory.
-    async fn run_test_workload(&self, workload: Workload) -> Result<PathBuf, StageFailure> {
+    async fn run_test_workload(&self, workload: Workload) -> Result<String, StageFailure> {
         if !workload.has_stage() {
-            return Ok(PathBuf::from("/dev/null"));
+            return Ok("/dev/null".to_string());
         }
         let ctx = self.enter(Stage::Ingest)?;
-        self.stage(&ctx, test_reports::run(&ctx, workload, &self.output_dir))
-            .await
+        let path = self
+            .stage(&ctx, test_reports::run(&ctx, workload, &self.output_dir))
+            .await?;
+        Ok(path.display().to_string())
     }
 
     /// Starts `stage` unless the job was cancelled since the last one.
@@ -405,7 +501,11 @@ impl Pipeline {
         ctx: &StageContext,
         work: impl Future<Output = Result<T, StageError>>,
     ) -> Result<T, StageFailure> {
-        let result = match self.plan.before_stage(ctx).await {
+        let before = match &self.plan {
+            JobPlan::BuiltIn(plan) => plan.before_stage(ctx).await,
+            JobPlan::Configured(_) => Ok(()),
+        };
+        let result = match before {
             Ok(()) => work.await,
             Err(error) => Err(error),
         };
@@ -418,7 +518,7 @@ impl Pipeline {
 
 /// Awaits the pipeline, turns how it ended into the outcome, cleans up, and reports.
 async fn supervise(
-    pipeline: JoinHandle<Result<PathBuf, StageFailure>>,
+    pipeline: JoinHandle<Result<String, StageFailure>>,
     control: Arc<JobControl>,
     reporter: Arc<JobReporter>,
     work_dir: PathBuf,
@@ -468,7 +568,7 @@ async fn supervise(
 
 fn outcome(
     control: &JobControl,
-    joined: Result<Result<PathBuf, StageFailure>, JoinError>,
+    joined: Result<Result<String, StageFailure>, JoinError>,
 ) -> Outcome {
     let cancelled = |stage: Stage, forced: bool| {
         let (reason, since) = control
@@ -482,9 +582,7 @@ fn outcome(
         })
     };
     match joined {
-        Ok(Ok(output)) => Outcome::Succeeded(Succeeded {
-            output: output.display().to_string(),
-        }),
+        Ok(Ok(output)) => Outcome::Succeeded(Succeeded { output }),
         Ok(Err(StageFailure {
             stage,
             error: StageError::Failed(error),
@@ -572,6 +670,7 @@ mod tests {
             output_dir: output.path().to_path_buf(),
             work_dir: work.path().to_path_buf(),
             connectors: Connectors::default(),
+            http: reqwest::Client::new(),
         };
         Fixture {
             executor: Executor::new(settings, tx),

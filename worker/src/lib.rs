@@ -6,12 +6,14 @@
 //! - [`executor`]: a supervised task per job, a child token per stage.
 //! - [`stages`]: the stages and the contract they follow ([`stages::StageContext`]).
 //! - [`reports`]: the built-in report kinds.
+//! - [`configured`]: stored report configurations (`AssignJob.config`), checked and planned.
 //! - [`cancel`]: why a job was cancelled, and its point of no return.
 //! - [`plugin`]: out-of-process connectors (any language, JSON lines over stdin/stdout) and
 //!   their conformance kit.
 //! - [`test_reports`]: test-only workloads for benchmarks (`--enable-test-reports`).
 
 pub mod cancel;
+pub mod configured;
 mod executor;
 pub mod health;
 pub mod plugin;

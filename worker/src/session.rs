@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 use crate::WorkerConfig;
 use crate::cancel::CancelReason;
 use crate::executor::{Executor, ExecutorSettings};
+use crate::stages::sources::http_client;
 
 /// The lease used before the first Welcome says otherwise.
 const DEFAULT_LEASE: Duration = Duration::from_secs(10);
@@ -150,6 +151,7 @@ impl WorkerSession {
                 output_dir: config.output_dir.clone(),
                 work_dir: config.work_dir.clone(),
                 connectors: config.connectors.clone(),
+                http: http_client()?,
             },
             events_tx,
         );
@@ -252,8 +254,7 @@ impl WorkerSession {
             capacity: self.config.capacity,
             reports: crate::reports::available(self.config.enable_test_reports),
             known: self.executor.known(),
-            // Set once the worker runs stored configurations (AssignJob.config).
-            runs_configurations: false,
+            runs_configurations: true,
             connectors: self
                 .config
                 .connectors

@@ -54,7 +54,7 @@ pub async fn run(
     };
     let io_failed = |action: &str, path: &Path, error: std::io::Error| {
         StageError::Failed(format!(
-            "cannot {action} {}: {error}; check that --output-dir exists, is writable and has free space",
+            "cannot {action} {}: {error}; check that the directory exists (--output-dir, or delivery.params.path of a configured report), is writable and has free space",
             path.display()
         ))
     };

@@ -497,6 +497,32 @@ fn format_utc(at: SystemTime) -> String {
 /// Renders the report into `report.pdf` in the job's work directory.
 pub async fn run(ctx: &StageContext, doc: &ReportDocument<'_>) -> Result<PathBuf, StageError> {
     let rendered = render_pdf(doc, || ctx.check(), |fraction| ctx.progress(fraction))?;
+    write(ctx, rendered).await
+}
+
+/// Renders a configured report's table into `report.pdf` in the job's work directory.
+pub async fn run_table(ctx: &StageContext, doc: &TableDocument<'_>) -> Result<PathBuf, StageError> {
+    let rendered = render_table_pdf(doc, || ctx.check(), |fraction| ctx.progress(fraction))?;
+    write(ctx, rendered).await
+}
+
+/// The totals line of `table`: the sums of its numeric columns, with "Total" in the first
+/// column when that column holds text.
+pub fn labelled_totals(table: &Table) -> Vec<Value> {
+    let mut totals = table.totals();
+    let first_is_text = table
+        .rows
+        .iter()
+        .any(|row| matches!(row.first(), Some(Value::Text(_))));
+    if let Some(first) = totals.first_mut()
+        && (first_is_text || *first == Value::Null)
+    {
+        *first = Value::Text("Total".into());
+    }
+    totals
+}
+
+async fn write(ctx: &StageContext, rendered: RenderedPdf) -> Result<PathBuf, StageError> {
     let path = ctx.work_dir().join("report.pdf");
     ctx.cancellable(tokio::fs::write(&path, &rendered.bytes))
         .await?

@@ -164,7 +164,17 @@ pub async fn run(ctx: &StageContext, input: &Input) -> Result<Vec<SalesRow>, Sta
     let mut rows = Vec::new();
     match input {
         Input::Connector(source) => {
-            let rows = from_connector(ctx, source).await?;
+            let program = &source.program;
+            let mut rows: Vec<SalesRow> = Vec::new();
+            from_connector(ctx, source, |batch| {
+                for object in &batch {
+                    let row = sales_row(object, rows.len() + 1)
+                        .map_err(|problem| StageError::Failed(program.protocol_error(&problem)))?;
+                    rows.push(row);
+                }
+                Ok(())
+            })
+            .await?;
             ctx.progress(1.0);
             ctx.log(format!(
                 "read {} rows from {}",
@@ -237,14 +247,16 @@ enum ConnectorEnd {
     Cancelled,
 }
 
-/// Runs a source connector and collects its rows. Messages are read one at a time as the
-/// stage takes them, so a connector that writes faster blocks on its pipe; the connector is
-/// stopped (cancel message and SIGTERM, SIGKILL after the grace), reaped and its process
-/// group emptied on every path, and what happened is written to the job log.
-async fn from_connector(
+/// Runs a source connector and hands each batch of rows to `take` (which may refuse it with
+/// `Failed`, or stop with `Cancelled`). Messages are read one at a time as the stage takes
+/// them, so a connector that writes faster blocks on its pipe; the connector is stopped
+/// (cancel message and SIGTERM, SIGKILL after the grace), reaped and its process group emptied
+/// on every path, and what happened is written to the job log.
+pub(crate) async fn from_connector(
     ctx: &StageContext,
     source: &SourceConnector,
-) -> Result<Vec<SalesRow>, StageError> {
+    mut take: impl FnMut(Vec<serde_json::Map<String, serde_json::Value>>) -> Result<(), StageError>,
+) -> Result<(), StageError> {
     let program = &source.program;
     let name = &program.name;
     let work_dir = ctx
@@ -277,7 +289,6 @@ async fn from_connector(
         pid = run.pid()
     ));
 
-    let mut rows = Vec::new();
     let mut logged = 0;
     let end = loop {
         let message = tokio::select! {
@@ -286,17 +297,11 @@ async fn from_connector(
             message = run.next_message() => message,
         };
         match message {
-            Ok(Some(ConnectorMessage::Rows { rows: batch })) => {
-                let converted: Result<Vec<SalesRow>, String> = batch
-                    .iter()
-                    .enumerate()
-                    .map(|(index, object)| sales_row(object, rows.len() + index + 1))
-                    .collect();
-                match converted {
-                    Ok(converted) => rows.extend(converted),
-                    Err(problem) => break ConnectorEnd::Broken(program.protocol_error(&problem)),
-                }
-            }
+            Ok(Some(ConnectorMessage::Rows { rows: batch })) => match take(batch) {
+                Ok(()) => {}
+                Err(StageError::Cancelled) => break ConnectorEnd::Cancelled,
+                Err(StageError::Failed(problem)) => break ConnectorEnd::Broken(problem),
+            },
             Ok(Some(ConnectorMessage::Progress { fraction })) => ctx.progress(fraction),
             Ok(Some(ConnectorMessage::Log { level, message })) => {
                 if logged < MAX_CONNECTOR_LOG_LINES {
@@ -365,7 +370,7 @@ async fn from_connector(
             let ending = run.finish(grace).await;
             log_ending(&ending);
             if ending.succeeded() {
-                Ok(rows)
+                Ok(())
             } else {
                 Err(StageError::Failed(program.protocol_error(&format!(
                     "it sent done, then {}; a connector exits with status 0 after done",

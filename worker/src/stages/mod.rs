@@ -10,7 +10,9 @@
 pub mod deliver;
 pub mod generate;
 pub mod ingest;
+pub mod sources;
 pub mod transform;
+pub mod upload;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -1,9 +1,12 @@
-//! Transform: aggregates sales by region (row count, total and average amount).
+//! Transform: aggregates sales by region (row count, total and average amount) for the
+//! built-in reports; for a configured report, finishes its [`Transformer`] (sort and limit):
+//! the rows were already pushed into it as the ingest stage streamed them.
 
 use std::collections::BTreeMap;
 
 use super::ingest::SalesRow;
 use super::{StageContext, StageError};
+use crate::table::{Table, Transformer};
 
 /// Rows aggregated between two looks at the token.
 const CHUNK_ROWS: usize = 4096;
@@ -89,6 +92,29 @@ pub async fn run(ctx: &StageContext, rows: &[SalesRow]) -> Result<SalesSummary, 
         summary.regions.len()
     ));
     Ok(summary)
+}
+
+/// Finishes a configured report's transformation (its rows were pushed during ingest): sorts
+/// and limits what it kept, and returns the table.
+pub async fn finish_table(
+    ctx: &StageContext,
+    transformer: Transformer,
+) -> Result<Table, StageError> {
+    ctx.check()?;
+    // Bounded work: the transformer holds at most MAX_RESULT_ROWS rows or groups.
+    let table = transformer
+        .finish()
+        .map_err(|error| StageError::Failed(format!("cannot transform the rows: {error}")))?;
+    ctx.check()?;
+    ctx.progress(1.0);
+    ctx.log(format!(
+        "{} of {} rows passed the filters; the table has {} rows and {} columns",
+        table.rows_kept,
+        table.rows_read,
+        table.rows.len(),
+        table.columns.len()
+    ));
+    Ok(table)
 }
 
 #[cfg(test)]
