@@ -680,8 +680,10 @@ async fn an_outcome_batch_applies_each_outcome_on_its_own(store: Store) {
             "job.submitted",
             "job.started",
             "cancel.requested",
-            // The outcome proves the cancel reached the worker: the milestone is filled in.
+            // The outcome proves the cancel reached the worker and was acted on: the delivery
+            // and acknowledgement milestones are filled in.
             "cancel.delivered",
+            "cancel.acknowledged",
             "cancel.stopped",
             "job.cancelled"
         ]

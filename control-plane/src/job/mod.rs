@@ -426,6 +426,21 @@ fn finish(
         } if cancelling => {
             let cancel = next.cancel.get_or_insert_with(CancelRecord::unknown);
             fill_delivery(cancel, decision, job, now);
+            // The worker stopped the job for the cancel, so it received it: its separate
+            // acknowledgement can be lost with a connection that broke meanwhile (it is not
+            // re-sent; the outcome is), and is then recorded from the outcome.
+            if cancel.acknowledged_at == 0 {
+                cancel.acknowledged_at = now;
+                decision.log.push(info(
+                    "cancel.acknowledged",
+                    worker_actor,
+                    *stage,
+                    format!(
+                        "worker received the cancel and stopped the {} stage (recorded from its outcome: the acknowledgement itself did not arrive)",
+                        stage_name(*stage)
+                    ),
+                ));
+            }
             cancel.stopped_at = now;
             cancel.stopped_stage = *stage;
             cancel.stop_duration_us = *stop_duration_us;

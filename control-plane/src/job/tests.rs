@@ -425,8 +425,52 @@ fn an_answer_that_overtakes_the_delivery_record_fills_it_in_first() {
         110,
     )
     .unwrap();
+    // Nothing recorded before the outcome: delivery and acknowledgement come from it, in order.
     assert_eq!(
         events(&d),
-        vec!["cancel.delivered", "cancel.stopped", "job.cancelled"]
+        vec![
+            "cancel.delivered",
+            "cancel.acknowledged",
+            "cancel.stopped",
+            "job.cancelled"
+        ]
+    );
+}
+
+#[test]
+fn a_stop_whose_acknowledgement_was_lost_records_it_from_the_outcome() {
+    // Delivered, then the connection broke: the worker's acknowledgement was lost with it, and
+    // only its outcome (which is re-sent until acknowledged) arrived.
+    let j = cancelling();
+    let delivered = apply(
+        &j,
+        &JobEvent::CancelDelivered {
+            attempt: 1,
+            worker_id: "w1".into(),
+            redelivery: false,
+        },
+        101,
+    )
+    .unwrap()
+    .next
+    .unwrap();
+    let stopped = JobEvent::Finished {
+        attempt: 1,
+        outcome: Outcome::Cancelled {
+            stage: Stage::Ingest,
+            stop_duration_us: 111,
+            forced: false,
+            reason: "restart".into(),
+        },
+    };
+    let d = apply(&delivered, &stopped, 350).unwrap();
+    assert_eq!(
+        events(&d),
+        vec!["cancel.acknowledged", "cancel.stopped", "job.cancelled"]
+    );
+    let c = d.next.unwrap().cancel.unwrap();
+    assert_eq!(
+        (c.delivered_at, c.acknowledged_at, c.stopped_at),
+        (101, 350, 350)
     );
 }
