@@ -127,6 +127,17 @@ impl Dispatcher {
             info!(job_id = %job.id, worker_id = %job.worker_id, "worker not connected; the cancel is sent when it reconnects");
             return;
         };
+        self.send_cancel_on(&session, job, redelivery);
+    }
+
+    /// Sends the cancel on `session` (also before the session is registered: a reconnect
+    /// re-sends pending cancels first), then records the delivery in the background.
+    fn send_cancel_on(
+        self: &Arc<Self>,
+        session: &WorkerSession,
+        job: &JobRecord,
+        redelivery: bool,
+    ) {
         let cancel = job.cancel.as_ref();
         let delivered = session.send(Msg::Cancel(CancelCommand {
             job: Some(attempt_of(job)),
