@@ -129,6 +129,7 @@ macro_rules! append_log_and_event {
             JobChange {
                 sequence: seq as u64,
                 job: wire,
+                remote: false,
             },
         )
     }};
@@ -599,6 +600,7 @@ impl Store {
                 Ok(JobChange {
                     sequence: seq as u64,
                     job,
+                    remote: false,
                 })
             })
             .collect()
