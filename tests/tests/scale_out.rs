@@ -441,3 +441,29 @@ async fn a_thousand_jobs_across_replicas_each_run_exactly_once() {
         "jobs ran on workers of one replica only: {workers:?}"
     );
 }
+
+/// Leases across replicas: a worker connected to B heartbeats through B for several of its
+/// leases while its job runs; replica A's sweeper must not call it lost (heartbeats update
+/// the shared `workers` row), so the job succeeds.
+#[tokio::test]
+async fn a_worker_heartbeating_through_one_replica_is_not_lost_to_the_other() {
+    let mut cluster = two_replicas()
+        .workers(0)
+        .worker_lease(Duration::from_secs(1))
+        .start()
+        .await;
+    cluster.add_worker_on(B);
+    cluster.wait_for_workers().await;
+    // Runs for four leases.
+    let job = cluster
+        .submit_on(
+            A,
+            "demo-slow",
+            &[("slow_stage", "transform"), ("duration_ms", "4000")],
+        )
+        .await;
+    let done = cluster.wait_for_terminal(&job.id, LONG_WAIT).await;
+    let report = cluster.job_report(&job.id).await;
+    assert_eq!(done.status(), JobStatus::Succeeded, "{report}");
+    assert_eq!(done.attempt, 1, "{report}");
+}
