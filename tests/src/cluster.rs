@@ -75,6 +75,8 @@ impl Interceptor for Bearer {
 #[derive(Clone, Debug)]
 pub struct ClusterBuilder {
     workers: usize,
+    /// Control-plane replicas sharing the database (more than one needs PostgreSQL).
+    replicas: usize,
     capacity: u32,
     cancel_timeout: Duration,
     worker_lease: Duration,
@@ -92,6 +94,7 @@ impl Default for ClusterBuilder {
     fn default() -> Self {
         Self {
             workers: 1,
+            replicas: 1,
             capacity: 1,
             cancel_timeout: Duration::from_secs(30),
             worker_lease: Duration::from_secs(10),
@@ -108,6 +111,14 @@ impl ClusterBuilder {
     /// Workers started with the cluster (default 1; 0 is allowed).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
+        self
+    }
+
+    /// Control-plane replicas on the one database (default 1; more need
+    /// `.backend(Backend::Postgres)`). Worker `i` is placed on replica `i % replicas`: its
+    /// `--control-plane` list starts with that replica's URL, then the others'.
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
         self
     }
 
@@ -167,17 +178,20 @@ impl ClusterBuilder {
             .tempdir()
             .expect("a temporary directory for the cluster");
         let root = dir.path().to_owned();
+        assert!(
+            self.replicas == 1 || self.backend == Backend::Postgres,
+            "{} control-plane replicas need a shared database: add .backend(Backend::Postgres)",
+            self.replicas
+        );
         let database = TestDatabase::create(self.backend, &root).await;
         let mut cluster = Cluster {
             config: self,
             root,
             dir,
             database,
-            control_plane: None,
-            control_plane_starts: 0,
-            port: 0,
+            replicas: Vec::new(),
             workers: Vec::new(),
-            channel: None,
+            worker_replicas: Vec::new(),
             worker_token: format!("wt-{}", uuid::Uuid::new_v4().simple()),
             tokens: HashMap::new(),
         };
@@ -185,7 +199,10 @@ impl ClusterBuilder {
             cluster.make_certificate();
         }
         cluster.add_users();
-        cluster.start_control_plane(0).await;
+        for replica in 0..cluster.config.replicas {
+            cluster.replicas.push(Replica::default());
+            cluster.start_control_plane(replica, 0).await;
+        }
         for (user, password, _) in USERS {
             let token = cluster
                 .login(user, password)
@@ -193,15 +210,24 @@ impl ClusterBuilder {
                 .expect("the test users can sign in");
             cluster.tokens.insert(user.to_string(), token);
         }
-        for _ in 0..cluster.config.workers {
-            cluster.add_worker();
+        for index in 0..cluster.config.workers {
+            cluster.add_worker_on(index % cluster.config.replicas);
         }
         cluster.wait_for_workers().await;
         cluster
     }
 }
 
-/// A control plane on `127.0.0.1:<port>` and its workers, in a temporary directory that also
+/// One control-plane replica: its process (while it runs), its port and a channel to it.
+#[derive(Default)]
+struct Replica {
+    process: Option<Process>,
+    starts: usize,
+    port: u16,
+    channel: Option<Channel>,
+}
+
+/// A control plane (one or more replicas) on `127.0.0.1:<port>` and its workers, in a temporary directory that also
 /// holds the SQLite database, each process's log and each worker's output directory.
 ///
 /// Every process is killed and reaped on drop. When the test failed, the last lines of each
@@ -211,11 +237,10 @@ pub struct Cluster {
     root: PathBuf,
     dir: TempDir,
     database: TestDatabase,
-    control_plane: Option<Process>,
-    control_plane_starts: usize,
-    port: u16,
+    replicas: Vec<Replica>,
     workers: Vec<Option<Process>>,
-    channel: Option<Channel>,
+    /// The replica each worker is placed on (first in its `--control-plane` list).
+    worker_replicas: Vec<usize>,
     /// The credential workers present, and the control plane accepts.
     worker_token: String,
     /// Each test user's token, by username.
@@ -236,10 +261,20 @@ impl Cluster {
         self.database.url()
     }
 
-    /// `http://127.0.0.1:<port>` of the control plane (`https://` with TLS).
+    /// `http://127.0.0.1:<port>` of the control plane (replica 0; `https://` with TLS).
     pub fn url(&self) -> String {
+        self.replica_url(0)
+    }
+
+    /// The URL of control-plane replica `replica`.
+    pub fn replica_url(&self, replica: usize) -> String {
         let scheme = if self.config.tls { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://127.0.0.1:{}", self.replicas[replica].port)
+    }
+
+    /// How many control-plane replicas the cluster has.
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
     }
 
     /// The CA certificate (PEM) clients trust when the cluster serves TLS.
@@ -261,9 +296,25 @@ impl Cluster {
         .expect("write the key");
     }
 
-    /// A channel to the control plane; it reconnects by itself after a restart.
+    /// A channel to the control plane (replica 0); it reconnects by itself after a restart.
     pub fn channel(&self) -> Channel {
-        self.channel.clone().expect("the control plane was started")
+        self.channel_on(0)
+    }
+
+    /// A channel to replica `replica`; it reconnects by itself after a restart.
+    pub fn channel_on(&self, replica: usize) -> Channel {
+        self.replicas[replica]
+            .channel
+            .clone()
+            .unwrap_or_else(|| panic!("control-plane replica {replica} was never started"))
+    }
+
+    /// A client of replica `replica`, signed in as the administrator `ada`.
+    pub fn client_on(&self, replica: usize) -> Client {
+        JobServiceClient::with_interceptor(
+            self.channel_on(replica),
+            Bearer::token(self.token("ada")),
+        )
     }
 
     /// A client signed in as the administrator `ada`.
@@ -368,10 +419,27 @@ impl Cluster {
     /// Starts one more worker and returns its index. It does not wait for the worker to
     /// connect: the caller waits on a job it runs (or on [`Cluster::wait_for_workers`]).
     pub fn add_worker(&mut self) -> usize {
+        self.add_worker_on(0)
+    }
+
+    /// Starts one more worker placed on replica `replica` (its `--control-plane` list starts
+    /// with that replica's URL, then the others', so it moves on when that one goes away);
+    /// returns its index. It does not wait for the worker to connect.
+    pub fn add_worker_on(&mut self, replica: usize) -> usize {
+        assert!(
+            replica < self.replicas.len(),
+            "there is no replica {replica}"
+        );
         let index = self.workers.len();
         self.workers.push(None);
+        self.worker_replicas.push(replica);
         self.start_worker(index);
         index
+    }
+
+    /// The replica worker `index` was placed on.
+    pub fn worker_replica(&self, index: usize) -> usize {
+        self.worker_replicas[index]
     }
 
     /// SIGKILLs worker `index` (and reaps it), as a crashed host would vanish.
@@ -419,9 +487,13 @@ impl Cluster {
             std::fs::create_dir_all(dir).expect("create the worker's directories");
         }
         let name = format!("worker-{index}");
+        let first = self.worker_replicas[index];
+        let control_planes: Vec<String> = (0..self.replicas.len())
+            .map(|i| self.replica_url((first + i) % self.replicas.len()))
+            .collect();
         let mut args = vec![
             "--control-plane".to_owned(),
-            self.url(),
+            control_planes.join(","),
             "--capacity".to_owned(),
             self.config.capacity.to_string(),
             "--output-dir".to_owned(),
@@ -445,26 +517,37 @@ impl Cluster {
         self.workers[index] = Some(worker);
     }
 
-    /// SIGKILLs the control plane, as a crash would.
+    /// SIGKILLs the control plane (replica 0), as a crash would.
     pub fn kill_control_plane(&mut self) {
-        if let Some(mut control_plane) = self.control_plane.take() {
+        self.kill_replica(0);
+    }
+
+    /// SIGKILLs control-plane replica `replica`, as a crash would.
+    pub fn kill_replica(&mut self, replica: usize) {
+        if let Some(mut control_plane) = self.replicas[replica].process.take() {
             control_plane.kill();
         }
     }
 
-    /// Kills the control plane and starts it again on the same database and the same port, so
-    /// workers and clients reconnect to the address they know.
+    /// Kills the control plane (replica 0) and starts it again on the same database and the
+    /// same port, so workers and clients reconnect to the address they know.
     pub async fn restart_control_plane(&mut self) {
-        self.kill_control_plane();
-        self.start_control_plane(self.port).await;
+        self.restart_replica(0).await;
     }
 
-    /// Starts the control plane on `port` (0: any free port) and waits for its announcement.
+    /// Kills replica `replica` if it runs and starts it again on the same database and port.
+    pub async fn restart_replica(&mut self, replica: usize) {
+        self.kill_replica(replica);
+        self.start_control_plane(replica, self.replicas[replica].port)
+            .await;
+    }
+
+    /// Starts replica `replica` on `port` (0: any free port) and waits for its announcement.
     /// On a fixed port it retries for a while: the old process's socket may linger.
-    async fn start_control_plane(&mut self, port: u16) {
+    async fn start_control_plane(&mut self, replica: usize, port: u16) {
         let began = Instant::now();
         loop {
-            match self.try_start_control_plane(port).await {
+            match self.try_start_control_plane(replica, port).await {
                 Ok(()) => return,
                 Err(why) if port != 0 && began.elapsed() < REBIND_TIMEOUT => {
                     eprintln!("control plane did not start on port {port} ({why}); retrying");
@@ -473,15 +556,15 @@ impl Cluster {
                 }
                 Err(why) => panic!(
                     "the control plane did not start: {why}\nlast lines of its log:\n{}\ncluster directory: {}",
-                    log_tail(&self.control_plane_log(), TAIL_LINES),
+                    log_tail(&self.control_plane_log(replica), TAIL_LINES),
                     self.root.display()
                 ),
             }
         }
     }
 
-    async fn try_start_control_plane(&mut self, port: u16) -> Result<(), String> {
-        self.control_plane_starts += 1;
+    async fn try_start_control_plane(&mut self, replica: usize, port: u16) -> Result<(), String> {
+        self.replicas[replica].starts += 1;
         let args = vec![
             "--listen".to_owned(),
             format!("127.0.0.1:{port}"),
@@ -500,8 +583,14 @@ impl Cluster {
             let key = self.root.join("key.pem").display().to_string();
             args.extend(["--tls-cert".to_owned(), cert, "--tls-key".to_owned(), key]);
         }
-        let log = self.control_plane_log();
-        let name = format!("control-plane (start #{})", self.control_plane_starts);
+        let log = self.control_plane_log(replica);
+        let name = match replica {
+            0 => format!("control-plane (start #{})", self.replicas[replica].starts),
+            _ => format!(
+                "control-plane replica {replica} (start #{})",
+                self.replicas[replica].starts
+            ),
+        };
         let (mut process, stdout) =
             Process::spawn_reading_stdout(&name, &binary_path(CONTROL_PLANE_BINARY), &args, &log);
         let (announced_tx, announced) = tokio::sync::oneshot::channel();
@@ -531,11 +620,11 @@ impl Cluster {
         if port != 0 && announced_port != port {
             return Err(format!("asked for port {port}, got {line:?}"));
         }
-        self.port = announced_port;
-        self.control_plane = Some(process);
-        if self.channel.is_none() {
-            let mut endpoint =
-                Endpoint::from_shared(self.url()).expect("a valid control plane URL");
+        self.replicas[replica].port = announced_port;
+        self.replicas[replica].process = Some(process);
+        if self.replicas[replica].channel.is_none() {
+            let mut endpoint = Endpoint::from_shared(self.replica_url(replica))
+                .expect("a valid control plane URL");
             if self.config.tls {
                 let pem = std::fs::read(self.tls_ca()).expect("read the test CA");
                 endpoint = endpoint
@@ -545,13 +634,16 @@ impl Cluster {
                     )
                     .expect("TLS settings");
             }
-            self.channel = Some(endpoint.connect_lazy());
+            self.replicas[replica].channel = Some(endpoint.connect_lazy());
         }
         Ok(())
     }
 
-    fn control_plane_log(&self) -> PathBuf {
-        self.root.join("control-plane.log")
+    fn control_plane_log(&self, replica: usize) -> PathBuf {
+        match replica {
+            0 => self.root.join("control-plane.log"),
+            _ => self.root.join(format!("control-plane-{replica}.log")),
+        }
     }
 
     /// Waits until every running worker takes jobs: as many `demo-slow` probes as there are
@@ -571,12 +663,17 @@ impl Cluster {
     }
 
     pub async fn submit(&self, report: &str, params: &[(&str, &str)]) -> Job {
+        self.submit_on(0, report, params).await
+    }
+
+    /// Submits a job through replica `replica`.
+    pub async fn submit_on(&self, replica: usize, report: &str, params: &[(&str, &str)]) -> Job {
         let params: HashMap<String, String> = params
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let response = self
-            .client()
+            .client_on(replica)
             .submit_job(SubmitJobRequest {
                 report: report.to_owned(),
                 params,
@@ -594,7 +691,17 @@ impl Cluster {
         job_id: &str,
         reason: &str,
     ) -> Result<CancelJobResponse, tonic::Status> {
-        self.client()
+        self.cancel_on(0, job_id, reason).await
+    }
+
+    /// Cancels a job through replica `replica`.
+    pub async fn cancel_on(
+        &self,
+        replica: usize,
+        job_id: &str,
+        reason: &str,
+    ) -> Result<CancelJobResponse, tonic::Status> {
+        self.client_on(replica)
             .cancel_job(CancelJobRequest {
                 job_id: job_id.to_owned(),
                 reason: reason.to_owned(),
@@ -680,7 +787,9 @@ impl Drop for Cluster {
         for worker in self.workers.iter_mut().filter_map(Option::take) {
             drop(worker);
         }
-        self.kill_control_plane();
+        for replica in 0..self.replicas.len() {
+            self.kill_replica(replica);
+        }
         if std::thread::panicking() {
             self.dir.disable_cleanup(true);
             eprintln!(

@@ -13,15 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use presswork_proto::v1::{
-    AssignJob, CancelCommand, ConnectResponse, ForceStop, JobAttempt, connect_response::Msg,
+    AssignJob, CancelCommand, CancelResolution, ConnectResponse, ForceStop, Job, JobAttempt,
+    JobStatus, connect_response::Msg,
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::job::{JobEvent, JobRecord};
-use crate::store::Store;
+use crate::store::{JobChange, Store};
 use crate::time::now_ms;
 
 pub use session::{WorkerStream, serve_worker_stream};
@@ -93,6 +94,19 @@ impl Dispatcher {
             .tasks
             .spawn(Arc::clone(&dispatcher).dispatch_loop());
         dispatcher.tasks.spawn(Arc::clone(&dispatcher).sweep_loop());
+        if dispatcher.store.backend_name() == "postgres" {
+            // Scale-out: other replicas' changes reach this one's watchers and sessions.
+            let changes = dispatcher.store.hub().subscribe_jobs();
+            dispatcher
+                .tasks
+                .spawn(Arc::clone(&dispatcher).react_to_other_replicas(changes));
+            dispatcher.tasks.spawn(
+                dispatcher
+                    .store
+                    .clone()
+                    .follow_other_replicas(dispatcher.shutdown.clone()),
+            );
+        }
         dispatcher
     }
 
@@ -126,9 +140,20 @@ impl Dispatcher {
     /// the worker's answer may be recorded first, and then fills the delivery in itself).
     fn send_cancel(self: &Arc<Self>, job: &JobRecord, redelivery: bool) {
         let Some(session) = self.session(&job.worker_id) else {
-            info!(job_id = %job.id, worker_id = %job.worker_id, "worker not connected; the cancel is sent when it reconnects");
+            info!(job_id = %job.id, worker_id = %job.worker_id, "worker not connected here; the replica holding its stream sends the cancel, or this one when it reconnects");
             return;
         };
+        self.send_cancel_on(&session, job, redelivery);
+    }
+
+    /// Sends the cancel on `session` (also before the session is registered: a reconnect
+    /// re-sends pending cancels first), then records the delivery in the background.
+    fn send_cancel_on(
+        self: &Arc<Self>,
+        session: &WorkerSession,
+        job: &JobRecord,
+        redelivery: bool,
+    ) {
         let cancel = job.cancel.as_ref();
         let delivered = session.send(Msg::Cancel(CancelCommand {
             job: Some(attempt_of(job)),
@@ -303,6 +328,117 @@ impl Dispatcher {
                         ),
                     };
                     self.apply_logged(&job.id, &lost).await;
+                }
+            }
+        }
+    }
+
+    /// Acts on the changes other replicas commit (PostgreSQL scale-out) for what this replica
+    /// holds: its dispatch loop and its workers' streams.
+    async fn react_to_other_replicas(
+        self: Arc<Self>,
+        mut changes: broadcast::Receiver<Arc<JobChange>>,
+    ) {
+        loop {
+            let change = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                change = changes.recv() => change,
+            };
+            match change {
+                Ok(change) if change.remote => self.other_replica_changed(&change.job).await,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(
+                        missed,
+                        "fell behind the changes of other replicas; re-reading what this replica's workers need"
+                    );
+                    self.wake();
+                    self.resend_undelivered_cancels().await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Another replica committed `job`'s change:
+    /// - a queued job: look for a free slot here;
+    /// - a cancel not yet delivered, for a worker whose stream is here: send it and arm the
+    ///   deadline (the cancel's own replica cannot reach the worker);
+    /// - a job ended elsewhere (cancel timed out, worker declared lost) while a worker here
+    ///   still holds it: force-stop that attempt.
+    async fn other_replica_changed(self: &Arc<Self>, job: &Job) {
+        match job.status() {
+            JobStatus::Queued => self.wake(),
+            JobStatus::Cancelling => {
+                let undelivered = job
+                    .cancel
+                    .as_ref()
+                    .is_some_and(|c| c.delivered_at_unix_ms == 0);
+                if !undelivered || self.session(&job.worker_id).is_none() {
+                    return;
+                }
+                // The store is authoritative: the change may be stale by now.
+                match self.store.get(&job.id).await {
+                    Ok(Some(record))
+                        if record.status == JobStatus::Cancelling
+                            && record.attempt == job.attempt
+                            && record.cancel.as_ref().is_some_and(|c| c.delivered_at == 0) =>
+                    {
+                        debug!(job_id = %job.id, worker_id = %job.worker_id, "cancel accepted by another replica; sending it to the worker connected here");
+                        self.cancel_requested(&record);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        error!(job_id = %job.id, error = %e, "could not read a job cancelled on another replica; its cancel is re-sent when the worker reconnects, or times out")
+                    }
+                }
+            }
+            status if status.is_terminal() => {
+                let Some(session) = self.session(&job.worker_id) else {
+                    return;
+                };
+                let held = session
+                    .assigned
+                    .lock()
+                    .is_ok_and(|a| a.contains(&(job.id.clone(), job.attempt)));
+                if held {
+                    let timed_out = job
+                        .cancel
+                        .as_ref()
+                        .is_some_and(|c| c.resolution() == CancelResolution::TimedOut);
+                    warn!(job_id = %job.id, worker_id = %job.worker_id, timed_out, "job ended on another replica while its worker still holds it; force-stop sent");
+                    session.send(Msg::ForceStop(ForceStop {
+                        job: Some(JobAttempt {
+                            job_id: job.id.clone(),
+                            attempt: job.attempt,
+                        }),
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends every cancel not yet delivered to a worker whose stream this replica holds (after
+    /// missing other replicas' changes).
+    async fn resend_undelivered_cancels(self: &Arc<Self>) {
+        let sessions: Vec<String> = match self.sessions.lock() {
+            Ok(sessions) => sessions.keys().cloned().collect(),
+            Err(_) => return,
+        };
+        for worker_id in sessions {
+            let jobs = match self.store.live_jobs_of_worker(&worker_id).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    error!(%worker_id, error = %e, "could not read a worker's jobs to re-send cancels");
+                    continue;
+                }
+            };
+            for job in jobs {
+                if job.status == JobStatus::Cancelling
+                    && job.cancel.as_ref().is_some_and(|c| c.delivered_at == 0)
+                {
+                    self.cancel_requested(&job);
                 }
             }
         }

@@ -147,7 +147,8 @@ async fn reconcile(
             };
             dispatcher.apply_logged(&job.id, &lost).await;
         } else if job.status == presswork_proto::v1::JobStatus::Cancelling {
-            dispatcher.send_cancel(job, true);
+            // On this session: it is registered only after reconciling.
+            dispatcher.send_cancel_on(session, job, true);
         }
     }
     for (job_id, attempt) in known {

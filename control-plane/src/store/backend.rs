@@ -1,6 +1,7 @@
 //! The two database engines behind one enum, and the few statements that differ between them.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -35,11 +36,24 @@ macro_rules! with_pool {
 pub(crate) use with_pool;
 
 impl Db {
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    /// Opens the database at `url`. On PostgreSQL every connection records `replica` as the
+    /// origin of the events and log entries it appends (migration 0005 on PostgreSQL).
+    pub async fn connect(url: &str, replica: &str) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let replica: Arc<str> = Arc::from(replica);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
+                .after_connect(move |conn, _meta| {
+                    let replica = Arc::clone(&replica);
+                    Box::pin(async move {
+                        sqlx::query("SELECT set_config('presswork.replica', $1, false)")
+                            .bind(&*replica)
+                            .execute(conn)
+                            .await?;
+                        Ok(())
+                    })
+                })
                 .connect(url)
                 .await?;
             migrator(&[
@@ -47,6 +61,7 @@ impl Db {
                 include_str!("../../migrations/postgres/0002_users.sql"),
                 include_str!("../../migrations/postgres/0003_reports.sql"),
                 include_str!("../../migrations/postgres/0004_configured_jobs.sql"),
+                include_str!("../../migrations/postgres/0005_replicas.sql"),
             ])
             .run(&pool)
             .await?;

@@ -159,6 +159,7 @@ macro_rules! append_log_and_event {
             JobChange {
                 sequence: seq as u64,
                 job: wire,
+                remote: false,
             },
         )
     }};
@@ -653,6 +654,7 @@ impl Store {
                 Ok(JobChange {
                     sequence: seq as u64,
                     job,
+                    remote: false,
                 })
             })
             .collect()

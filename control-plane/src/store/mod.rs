@@ -5,6 +5,7 @@
 //! log entries and its change event; committed changes are then published on the [`Hub`].
 
 mod backend;
+mod follow;
 mod jobs;
 mod reports;
 mod rows;
@@ -54,6 +55,9 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 pub struct JobChange {
     pub sequence: u64,
     pub job: Job,
+    /// Committed by another control-plane replica (PostgreSQL scale-out), and published here
+    /// by [`Store::follow_other_replicas`].
+    pub remote: bool,
 }
 
 /// In-process fan-out of committed changes. Receivers that lag re-read from the store, so a
@@ -90,18 +94,22 @@ pub struct Store {
     /// busy handler, which sleeps in growing steps (up to 100 ms) and made waits long and
     /// unfair under concurrent cancels. `None` on PostgreSQL.
     writers: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// This process's replica id, random at start: the `origin` of what it commits.
+    replica: Arc<str>,
 }
 
 impl Store {
     /// Connects to `url` (`sqlite:///path.db`, created when missing, or `postgres://…`) and
     /// applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let db = Db::connect(url).await?;
+        let replica: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
+        let db = Db::connect(url, &replica).await?;
         let writers = matches!(db, Db::Sqlite(_)).then(|| Arc::new(tokio::sync::Mutex::new(())));
         Ok(Store {
             db,
             hub: Hub::new(),
             writers,
+            replica,
         })
     }
 
@@ -115,6 +123,11 @@ impl Store {
 
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// This replica's id (random at each start).
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     pub fn backend_name(&self) -> &'static str {
