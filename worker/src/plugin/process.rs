@@ -457,6 +457,23 @@ mod tests {
 
     use crate::plugin::protocol::{PROTOCOL_VERSION, StartTag};
 
+    /// Waits (up to 10 s) until nothing is left in `group`: a SIGKILLed process is gone only
+    /// once the kernel has run its exit, a moment after the signal was sent.
+    async fn assert_group_empties(group: i32) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = live_group_members(group);
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "processes left in group {group}: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// A connector written as a shell script in `dir`.
     fn script(dir: &Path, name: &str, body: &str) -> ConnectorProgram {
         let path = dir.join(name);
@@ -550,7 +567,7 @@ echo '{"type":"done"}'"#,
         assert!(error.contains("connector-check"), "{error}");
         let ending = run.cancel("protocol error", Duration::from_secs(5)).await;
         assert!(!ending.killed, "{ending:?}");
-        assert_eq!(live_group_members(group), Vec::new());
+        assert_group_empties(group).await;
     }
 
     #[tokio::test]
@@ -583,7 +600,7 @@ while :; do sleep 1; done"#,
             ),
             "{ending:?}"
         );
-        assert_eq!(live_group_members(group), Vec::new());
+        assert_group_empties(group).await;
     }
 
     #[tokio::test]
@@ -611,7 +628,7 @@ echo '{"type":"done"}'"#,
                 .contains("it left 1 process(es) in its process group, killed by the worker"),
             "{ending:?}"
         );
-        assert_eq!(live_group_members(group), Vec::new());
+        assert_group_empties(group).await;
     }
 
     #[tokio::test]
