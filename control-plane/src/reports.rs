@@ -162,7 +162,7 @@ fn known_params(kind: &str, source: bool) -> Option<Params> {
         (true, "sample") => fixed(&[], &[]),
         (false, "directory") => fixed(&[], &["file_name", "path"]),
         (false, "http") => fixed(&["url"], &["method", "retries"]),
-        (_, "connector") => Params::Plugin,
+        (true, "connector") => Params::Plugin,
         _ => return None,
     })
 }
@@ -171,8 +171,15 @@ fn check_params(field: &str, connector: &Connector, source: bool, errors: &mut E
     let kinds = if source {
         "csv, jsonl, http, sql, sample or connector"
     } else {
-        "directory, http or connector"
+        "directory or http"
     };
+    if !source && connector.kind == "connector" {
+        errors.add(
+            format!("{field}.kind"),
+            "delivery connectors are not supported yet: deliver to a directory or http",
+        );
+        return false;
+    }
     let Some(spec) = known_params(&connector.kind, source) else {
         errors.add(
             format!("{field}.kind"),
@@ -599,7 +606,7 @@ mod tests {
 
     #[test]
     fn deliveries_are_checked() {
-        let cases: [(Connector, &[&str]); 6] = [
+        let cases: [(Connector, &[&str]); 7] = [
             (
                 connector("directory", &[("file_name", "../x.pdf")]),
                 &["delivery.params.file_name"],
@@ -621,6 +628,10 @@ mod tests {
                 &["delivery.params.method", "delivery.params.retries"],
             ),
             (connector("s3", &[]), &["delivery.kind"]),
+            (
+                connector("connector", &[("name", "sftp")]),
+                &["delivery.kind"],
+            ),
         ];
         for (delivery, want) in cases {
             let mut c = valid();
