@@ -1,5 +1,6 @@
 //! Store conformance: the same behaviour on SQLite and PostgreSQL.
 
+#[macro_use]
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -835,25 +836,6 @@ async fn published_changes_reach_subscribers(store: Store) {
         (job.id.as_str(), JobStatus::Queued as i32)
     );
     assert_eq!(log_rx.recv().await.unwrap().event, "job.submitted");
-}
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let db = crate::support::sqlite().await;
-                super::$name(db.store.clone()).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let db = crate::support::postgres().await;
-                super::$name(db.store.clone()).await;
-            })*
-        }
-    };
 }
 
 conformance!(

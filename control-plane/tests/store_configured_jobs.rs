@@ -1,6 +1,7 @@
 //! Jobs of stored report configurations, on SQLite and PostgreSQL: the job keeps the
 //! configuration it was submitted with, and only a worker able to run it may claim it.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeMap;
@@ -104,25 +105,6 @@ async fn configured_jobs_go_only_to_workers_that_can_run_them(store: Store) {
             .unwrap()
             .is_empty()
     );
-}
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let db = crate::support::sqlite().await;
-                super::$name(db.store.clone()).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let db = crate::support::postgres().await;
-                super::$name(db.store.clone()).await;
-            })*
-        }
-    };
 }
 
 conformance!(configured_jobs_go_only_to_workers_that_can_run_them);

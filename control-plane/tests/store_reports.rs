@@ -1,5 +1,6 @@
 //! Store conformance for report configurations: the same behaviour on SQLite and PostgreSQL.
 
+#[macro_use]
 mod support;
 
 use presswork_control_plane::store::{Store, StoreError};
@@ -128,25 +129,6 @@ async fn concurrent_updates_of_one_version_have_one_winner(store: Store) {
     }
     assert_eq!(won, 1, "exactly one writer of version 1 wins");
     assert_eq!(store.report("race").await.unwrap().unwrap().version, 2);
-}
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let db = crate::support::sqlite().await;
-                super::$name(db.store.clone()).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let db = crate::support::postgres().await;
-                super::$name(db.store.clone()).await;
-            })*
-        }
-    };
 }
 
 conformance!(

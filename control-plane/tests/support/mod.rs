@@ -74,3 +74,25 @@ pub async fn postgres() -> TestStore {
         postgres: Some((admin, name)),
     }
 }
+
+/// Runs each named `async fn(Store)` as two tests, `sqlite::NAME` and `postgres::NAME`, each on
+/// a fresh store. Use with `#[macro_use] mod support;`.
+#[allow(unused_macros)]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = crate::support::sqlite().await;
+                super::$name(db.store.clone()).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = crate::support::postgres().await;
+                super::$name(db.store.clone()).await;
+            })*
+        }
+    };
+}
