@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { chromium } from "playwright-core";
 
 const repo = path.resolve(import.meta.dirname, "../..");
 // The binaries `cargo build` made: PRESSWORK_BIN_DIR, else $CARGO_TARGET_DIR/debug, else target/debug.
@@ -175,4 +176,31 @@ function stopProcess(p) {
     p.kill("SIGTERM");
     setTimeout(() => p.kill("SIGKILL"), 5000).unref();
   });
+}
+
+/** Debian's Chromium, headless, with a fresh profile; `close()` also removes the profile. */
+export async function launchChromium({ timeoutMs = 15_000 } = {}) {
+  const profile = mkdtempSync(path.join(tmpdir(), "presswork-chromium-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.PRESSWORK_CHROMIUM ?? "/usr/bin/chromium",
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+    viewport: { width: 1280, height: 800 },
+  });
+  context.setDefaultTimeout(timeoutMs);
+  return {
+    context,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
 }

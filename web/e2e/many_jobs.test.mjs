@@ -4,45 +4,24 @@
 // assertion: see docs/benchmarks.md).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { chromium } from "playwright-core";
-import { Cluster, USERS } from "./cluster.mjs";
+import { Cluster, USERS, launchChromium } from "./cluster.mjs";
 
-const CHROMIUM = process.env.PRESSWORK_CHROMIUM ?? "/usr/bin/chromium";
-const ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 const JOBS = Number(process.env.PRESSWORK_E2E_MANY_JOBS ?? 10_000);
 
 let cluster;
-let profile;
+let browser;
 let context;
 let failed = false;
 
 before(async () => {
   cluster = new Cluster({ workers: 0 });
   await cluster.start();
-  profile = mkdtempSync(path.join(tmpdir(), "presswork-chromium-"));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    args: ARGS,
-    viewport: { width: 1280, height: 800 },
-  });
-  context.setDefaultTimeout(60_000);
+  browser = await launchChromium({ timeoutMs: 60_000 });
+  context = browser.context;
 });
 
 after(async () => {
-  await context?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
+  await browser?.close();
   if (failed) console.error(`cluster logs (kept in ${cluster.dir}):\n${cluster.logs()}`);
   await cluster?.stop({ keep: failed });
 });
