@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::AuthSettings;
 use crate::dispatch::Timing;
+use crate::job::WorkerLostPolicy;
 
 /// presswork-control-plane: owns every job's state, hands jobs to workers and streams cancels
 /// to them. Serves gRPC on one port. With a subcommand, administers the database instead.
@@ -33,9 +34,21 @@ pub struct Config {
     #[arg(long, env = "PRESSWORK_CANCEL_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
     pub cancel_timeout: f64,
 
-    /// Seconds without a heartbeat after which a worker is lost and its jobs fail.
+    /// Seconds without a heartbeat after which a worker is lost and its jobs fail (or are
+    /// requeued, see --on-worker-lost).
     #[arg(long, env = "PRESSWORK_WORKER_LEASE", default_value_t = 10.0, value_parser = positive_seconds)]
     pub worker_lease: f64,
+
+    /// What becomes of a running job whose worker is lost: `fail` ("worker lost"), or
+    /// `requeue` (queued again after two leases of silence, until --max-attempts is used up).
+    /// A job being cancelled always fails.
+    #[arg(long, env = "PRESSWORK_ON_WORKER_LOST", value_enum, default_value_t = OnWorkerLost::Fail)]
+    pub on_worker_lost: OnWorkerLost,
+
+    /// With --on-worker-lost requeue: how many attempts a job gets in all; the job fails when
+    /// the worker of its last attempt is lost.
+    #[arg(long, env = "PRESSWORK_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
 
     /// Credentials workers present (repeat, or separate with commas). Prefer the environment
     /// variable: command lines are visible to other users of the machine.
@@ -66,6 +79,13 @@ pub struct Config {
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--on-worker-lost`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnWorkerLost {
+    Fail,
+    Requeue,
 }
 
 #[derive(Clone, Debug, Subcommand)]
@@ -119,6 +139,12 @@ impl Config {
             cancel_timeout: Duration::from_secs_f64(self.cancel_timeout),
             worker_lease: lease,
             heartbeat_interval: (lease / 4).max(Duration::from_millis(20)),
+            on_worker_lost: match self.on_worker_lost {
+                OnWorkerLost::Fail => WorkerLostPolicy::Fail,
+                OnWorkerLost::Requeue => WorkerLostPolicy::Requeue {
+                    max_attempts: self.max_attempts,
+                },
+            },
         }
     }
 

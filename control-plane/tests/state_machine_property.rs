@@ -1,13 +1,14 @@
 //! Property test: random interleavings of submit / claim / cancel / progress / finish /
-//! timeout / worker loss, run concurrently against a real store, keep the invariants:
-//! no lost or duplicated transition, only allowed transitions, terminal states final, and
-//! the execution log matching the transitions.
+//! timeout / worker loss (failing or requeueing), run concurrently against a real store, keep
+//! the invariants: no lost or duplicated transition, only allowed transitions, terminal states
+//! final, the execution log matching the transitions, one attempt per claim and never more
+//! than the requeue policy allows.
 
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
 
-use presswork_control_plane::job::{JobEvent, Outcome};
+use presswork_control_plane::job::{JobEvent, Outcome, WorkerLostPolicy};
 use presswork_control_plane::store::{JobFilter, NewJob, Store};
 use presswork_proto::v1::{JobStatus, Stage};
 use proptest::prelude::*;
@@ -23,7 +24,7 @@ enum Op {
     Ack { job: u8 },
     Finish { job: u8, kind: u8, stale: bool },
     Timeout { job: u8 },
-    WorkerLost { job: u8 },
+    WorkerLost { job: u8, requeue: bool },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -37,11 +38,13 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(|job| Op::Ack { job }),
         3 => (any::<u8>(), 0u8..3, prop::bool::weighted(0.2)).prop_map(|(job, kind, stale)| Op::Finish { job, kind, stale }),
         1 => any::<u8>().prop_map(|job| Op::Timeout { job }),
-        1 => any::<u8>().prop_map(|job| Op::WorkerLost { job }),
+        2 => (any::<u8>(), any::<bool>()).prop_map(|(job, requeue)| Op::WorkerLost { job, requeue }),
     ]
 }
 
 const FAR_FUTURE: i64 = i64::MAX / 4;
+/// Attempts a job gets under the requeue policy here.
+const MAX_ATTEMPTS: u32 = 2;
 
 /// Runs one operation; `ids` are the jobs known when its batch started.
 async fn run(store: Store, ids: Vec<String>, op: Op) {
@@ -77,7 +80,7 @@ async fn run(store: Store, ids: Vec<String>, op: Op) {
         | Op::Ack { job }
         | Op::Finish { job, .. }
         | Op::Timeout { job }
-        | Op::WorkerLost { job } => match pick(*job) {
+        | Op::WorkerLost { job, .. } => match pick(*job) {
             Some(id) => id,
             None => return,
         },
@@ -135,9 +138,16 @@ async fn run(store: Store, ids: Vec<String>, op: Op) {
             },
         },
         Op::Timeout { .. } => JobEvent::CancelTimedOut,
-        Op::WorkerLost { .. } => JobEvent::WorkerLost {
+        Op::WorkerLost { requeue, .. } => JobEvent::WorkerLost {
             attempt: current,
             detail: "gone".into(),
+            policy: if requeue {
+                WorkerLostPolicy::Requeue {
+                    max_attempts: MAX_ATTEMPTS,
+                }
+            } else {
+                WorkerLostPolicy::Fail
+            },
         },
         Op::Submit | Op::Claim { .. } => unreachable!("handled above"),
     };
@@ -164,6 +174,7 @@ fn allowed(from: JobStatus, to: JobStatus) -> bool {
                 | (Running, Cancelling)
                 | (Running, Succeeded)
                 | (Running, Failed)
+                | (Running, Queued)
                 | (Cancelling, Cancelled)
                 | (Cancelling, Succeeded)
                 | (Cancelling, Failed)
@@ -194,6 +205,7 @@ async fn check_invariants(store: &Store) {
         assert_eq!(history[0].1, JobStatus::Queued);
         let mut into: HashMap<JobStatus, usize> = HashMap::new();
         let mut queued_cancels = 0;
+        let mut requeues = 0;
         for pair in history.windows(2) {
             let ((_, from), (_, to)) = (pair[0], pair[1]);
             assert!(
@@ -208,6 +220,9 @@ async fn check_invariants(store: &Store) {
                 *into.entry(to).or_default() += 1;
                 if from == JobStatus::Queued && to == JobStatus::Cancelled {
                     queued_cancels += 1;
+                }
+                if from == JobStatus::Running && to == JobStatus::Queued {
+                    requeues += 1;
                 }
             }
         }
@@ -227,6 +242,24 @@ async fn check_invariants(store: &Store) {
             n(JobStatus::Running),
             "job {id}: a log entry per claim"
         );
+        assert_eq!(
+            stored.attempt as usize,
+            n(JobStatus::Running),
+            "job {id}: every claim starts the next attempt"
+        );
+        assert!(
+            stored.attempt <= MAX_ATTEMPTS,
+            "job {id}: attempt {} is beyond the policy's {MAX_ATTEMPTS}",
+            stored.attempt
+        );
+        assert_eq!(
+            count("job.requeued"),
+            requeues,
+            "job {id}: a log entry per requeue"
+        );
+        if stored.status == JobStatus::Queued {
+            assert_eq!(stored.worker_id, "", "job {id}: a queued job has no worker");
+        }
         assert_eq!(count("job.succeeded"), n(JobStatus::Succeeded), "job {id}");
         assert_eq!(count("job.failed"), n(JobStatus::Failed), "job {id}");
         assert_eq!(count("job.cancelled"), n(JobStatus::Cancelled), "job {id}");

@@ -5,8 +5,10 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use presswork_control_plane::job::{JobEvent, Outcome, Refusal};
-use presswork_control_plane::store::{JobFilter, NewJob, NewLogLine, Store, StoreError};
+use presswork_control_plane::job::{JobEvent, Outcome, Refusal, WorkerLostPolicy};
+use presswork_control_plane::store::{
+    JobFilter, NewJob, NewLogLine, SilentWorkerJob, Store, StoreError,
+};
 use presswork_proto::v1::{CancelOutcome, CancelResolution, JobStatus, LogLevel, Stage};
 
 fn new_job(report: &str) -> NewJob {
@@ -465,7 +467,30 @@ async fn sweeper_queries_find_overdue_cancels_and_silent_workers(store: Store) {
     );
     store.worker_seen("w2", 1000).await.unwrap();
     let silent = store.jobs_of_silent_workers(900).await.unwrap();
-    assert_eq!(silent, vec![(a.id.clone(), 1, "w1".to_string())]);
+    assert_eq!(
+        silent,
+        vec![SilentWorkerJob {
+            job_id: a.id.clone(),
+            attempt: 1,
+            worker_id: "w1".to_string(),
+            status: JobStatus::Cancelling,
+            last_seen_at: 100,
+        }]
+    );
+    // A worker never recorded (its row is missing) is silent too, seen at 0.
+    store.submit(new_job("demo-fast"), 1).await.unwrap();
+    let c = store.claim("w3", &reports(), 100).await.unwrap().unwrap();
+    let silent = store.jobs_of_silent_workers(900).await.unwrap();
+    assert_eq!(
+        silent
+            .iter()
+            .map(|s| (s.job_id.clone(), s.status, s.last_seen_at))
+            .collect::<Vec<_>>(),
+        vec![
+            (a.id.clone(), JobStatus::Cancelling, 100),
+            (c.id.clone(), JobStatus::Running, 0)
+        ]
+    );
     let live = store.live_jobs_of_worker("w2").await.unwrap();
     assert_eq!(
         live.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
@@ -826,6 +851,115 @@ async fn an_outcome_batch_and_cancels_race_consistently(store: Store) {
     }
 }
 
+fn lost_requeue(attempt: u32) -> JobEvent {
+    JobEvent::WorkerLost {
+        attempt,
+        detail: "no heartbeat from worker w1".into(),
+        policy: WorkerLostPolicy::Requeue { max_attempts: 2 },
+    }
+}
+
+/// Worker loss under the requeue policy: one compare-and-set back to QUEUED with its log entry
+/// and change event; whatever the lost attempt sends later is refused and writes nothing, both
+/// while the job waits in the queue and once another worker runs it; the last attempt fails.
+async fn worker_loss_requeues_and_refuses_the_lost_attempt(store: Store) {
+    let job = store.submit(new_job("demo-fast"), 1).await.unwrap();
+    let first = store.claim("w1", &reports(), 2).await.unwrap().unwrap();
+    assert_eq!(first.attempt, 1);
+    // Two replicas' sweepers find the same silent worker: exactly one requeue applies.
+    let lost = lost_requeue(1);
+    let (x, y) = tokio::join!(
+        store.apply(&job.id, &lost, 10),
+        store.apply(&job.id, &lost, 10)
+    );
+    let applied = [x.unwrap(), y.unwrap()];
+    assert_eq!(
+        applied.iter().filter(|a| a.sequence.is_some()).count(),
+        1,
+        "one requeue: {applied:?}"
+    );
+    let queued = store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (queued.status, queued.attempt, queued.worker_id.as_str()),
+        (JobStatus::Queued, 1, "")
+    );
+    let log = store.log(&job.id, 0).await.unwrap();
+    let requeued: Vec<_> = log.iter().filter(|e| e.event == "job.requeued").collect();
+    assert_eq!(requeued.len(), 1);
+    assert_eq!(
+        requeued[0].message,
+        "worker lost: no heartbeat from worker w1; requeued after attempt 1 of 2"
+    );
+    let changes = store.changes_after(0, 100).await.unwrap();
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| c.job.id == job.id)
+            .map(|c| JobStatus::try_from(c.job.status).unwrap())
+            .collect::<Vec<_>>(),
+        vec![JobStatus::Queued, JobStatus::Running, JobStatus::Queued]
+    );
+
+    // The fenced worker comes back with the lost attempt's outcome and a log line: refused.
+    let late = JobEvent::Finished {
+        attempt: 1,
+        outcome: Outcome::Succeeded {
+            output: "/out/late.pdf".into(),
+        },
+    };
+    let applied = store.apply(&job.id, &late, 11).await.unwrap();
+    assert_eq!(applied.sequence, None);
+    assert_eq!(
+        applied.decision.unwrap_err(),
+        Refusal::NotApplicable {
+            status: JobStatus::Queued
+        }
+    );
+    let batch = store
+        .apply_batch(&[(job.id.clone(), late.clone())], 11)
+        .await
+        .unwrap();
+    assert!(batch[0].as_ref().unwrap().sequence.is_none());
+    let line = NewLogLine {
+        job_id: &job.id,
+        attempt: 1,
+        worker_id: "w1",
+        stage: Stage::Deliver,
+        level: LogLevel::Info,
+        message: "late line",
+    };
+    assert!(!store.append_worker_log(line, 11).await.unwrap());
+    assert_eq!(store.log(&job.id, 0).await.unwrap().len(), log.len());
+
+    // Another worker claims it: attempt 2. The old attempt is now stale.
+    let second = store.claim("w2", &reports(), 12).await.unwrap().unwrap();
+    assert_eq!((second.id.as_str(), second.attempt), (job.id.as_str(), 2));
+    let applied = store.apply(&job.id, &late, 13).await.unwrap();
+    assert_eq!(
+        applied.decision.unwrap_err(),
+        Refusal::StaleAttempt { current: 2, got: 1 }
+    );
+    // The second (last) attempt's worker is lost too: the job fails.
+    store.apply(&job.id, &lost_requeue(2), 14).await.unwrap();
+    let failed = store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(
+        failed.error,
+        "worker lost: no heartbeat from worker w1 (attempt 2 of 2: no attempts left)"
+    );
+    let log = store.log(&job.id, 0).await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        vec![
+            "job.submitted",
+            "job.started",
+            "job.requeued",
+            "job.started",
+            "job.failed"
+        ]
+    );
+}
+
 async fn published_changes_reach_subscribers(store: Store) {
     let mut rx = store.hub().subscribe_jobs();
     let mut log_rx = store.hub().subscribe_log();
@@ -847,6 +981,7 @@ conformance!(
     cancel_lifecycle_records_milestones_events_and_log,
     worker_log_lines_only_for_the_live_attempt,
     sweeper_queries_find_overdue_cancels_and_silent_workers,
+    worker_loss_requeues_and_refuses_the_lost_attempt,
     published_changes_reach_subscribers,
     batched_and_single_writes_race_without_deadlock,
     an_outcome_batch_applies_each_outcome_on_its_own,

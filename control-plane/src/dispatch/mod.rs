@@ -8,7 +8,7 @@
 mod session;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,21 +21,24 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::job::{JobEvent, JobRecord};
+use crate::job::{JobEvent, JobRecord, WorkerLostPolicy};
 use crate::store::{JobChange, Store};
 use crate::time::now_ms;
 
 pub use session::{WorkerStream, serve_worker_stream};
 
-/// Timing settings of the worker protocol and cancels.
+/// Timing settings of the worker protocol and cancels, and what a lost worker's jobs become.
 #[derive(Clone, Debug)]
 pub struct Timing {
     /// How long a worker has to confirm a cancel before the job is failed (AC-007).
     pub cancel_timeout: Duration,
-    /// A worker not heard from for this long is lost; its jobs fail.
+    /// A worker not heard from for this long is lost; its jobs fail, or are requeued by
+    /// `on_worker_lost` once it has been silent for a second lease (see [`Dispatcher::sweep`]).
     pub worker_lease: Duration,
     /// How often workers send heartbeats.
     pub heartbeat_interval: Duration,
+    /// What becomes of a running job whose worker is lost.
+    pub on_worker_lost: WorkerLostPolicy,
 }
 
 /// One connected worker stream.
@@ -50,12 +53,19 @@ pub(crate) struct WorkerSession {
     pub assigned: Mutex<HashSet<(String, u32)>>,
     /// The worker is shutting down: assign it nothing more.
     pub draining: AtomicBool,
+    /// When this replica last received a message on the stream (Unix ms).
+    pub last_heard: AtomicI64,
 }
 
 impl WorkerSession {
     /// Queues a message on the worker's stream; false when the stream is gone.
     pub fn send(&self, msg: Msg) -> bool {
         self.tx.send(Ok(ConnectResponse { msg: Some(msg) })).is_ok()
+    }
+
+    /// Ends the stream with `status`: the worker sees the call fail and reconnects.
+    fn close(&self, status: tonic::Status) {
+        let _ = self.tx.send(Err(status));
     }
 
     fn free_slots(&self) -> usize {
@@ -116,6 +126,15 @@ impl Dispatcher {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The event for a job whose worker is lost, under the configured policy.
+    pub(crate) fn worker_lost(&self, attempt: u32, detail: String) -> JobEvent {
+        JobEvent::WorkerLost {
+            attempt,
+            detail,
+            policy: self.timing.on_worker_lost,
+        }
     }
 
     /// Asks the dispatch loop to look for queued jobs and free slots.
@@ -320,13 +339,13 @@ impl Dispatcher {
                     config,
                 }));
                 if !sent {
-                    let lost = JobEvent::WorkerLost {
-                        attempt: job.attempt,
-                        detail: format!(
+                    let lost = self.worker_lost(
+                        job.attempt,
+                        format!(
                             "worker {} disconnected before the job reached it",
                             session.id
                         ),
-                    };
+                    );
                     self.apply_logged(&job.id, &lost).await;
                 }
             }
@@ -459,8 +478,16 @@ impl Dispatcher {
         }
     }
 
-    /// Expires overdue cancels and fails the jobs of workers whose lease lapsed. Guarded
-    /// updates: safe to run on every replica and after a restart.
+    /// Expires overdue cancels, closes the streams of workers this replica no longer hears
+    /// from, and settles the jobs of workers whose lease lapsed. Guarded updates: safe to run
+    /// on every replica and after a restart.
+    ///
+    /// A worker silent for a lease is lost: its `CANCELLING` jobs fail at once, and so do its
+    /// `RUNNING` ones under the `fail` policy. Under `requeue` a running job goes back to the
+    /// queue only after a second lease of silence: the worker fences itself (cancels its jobs)
+    /// after one lease without hearing from any control plane, but it may have heard from one
+    /// a little after its last heartbeat arrived, and its job's code needs a moment to stop.
+    /// Waiting a second lease keeps the old attempt from running beside the new one.
     async fn sweep(&self) {
         let now = now_ms();
         match self.store.overdue_cancels(now).await {
@@ -472,27 +499,71 @@ impl Dispatcher {
             Err(e) => error!(error = %e, "could not look for overdue cancels"),
         }
         let lease = i64::try_from(self.timing.worker_lease.as_millis()).unwrap_or(i64::MAX);
+        self.close_silent_streams(now, lease);
         if now - self.started_at <= lease {
             // Just started: give workers a full lease to reconnect before calling them lost.
             return;
         }
+        let requeue = matches!(self.timing.on_worker_lost, WorkerLostPolicy::Requeue { .. });
         match self.store.jobs_of_silent_workers(now - lease).await {
             Ok(jobs) => {
-                for (job_id, attempt, worker_id) in jobs {
-                    let event = JobEvent::WorkerLost {
-                        attempt,
-                        detail: format!(
-                            "no heartbeat from worker {worker_id} for more than {lease} ms"
-                        ),
+                for job in jobs {
+                    let silent_ms = now - job.last_seen_at;
+                    let event = if job.status == JobStatus::Running && requeue {
+                        if silent_ms <= lease.saturating_mul(2) {
+                            continue; // not yet surely fenced: see above
+                        }
+                        self.worker_lost(
+                            job.attempt,
+                            format!(
+                                "no heartbeat from worker {} for more than {} ms (two leases)",
+                                job.worker_id,
+                                lease.saturating_mul(2)
+                            ),
+                        )
+                    } else {
+                        self.worker_lost(
+                            job.attempt,
+                            format!(
+                                "no heartbeat from worker {} for more than {lease} ms",
+                                job.worker_id
+                            ),
+                        )
                     };
-                    if let Some(applied) = self.apply_logged(&job_id, &event).await
+                    if let Some(applied) = self.apply_logged(&job.job_id, &event).await
                         && applied.sequence.is_some()
                     {
-                        warn!(job_id, worker_id, "worker lost; job failed");
+                        let status = applied.job.status;
+                        warn!(job_id = %job.job_id, worker_id = %job.worker_id, attempt = job.attempt, status = status.short_name(), "worker lost; job settled by policy");
+                        if status == JobStatus::Queued {
+                            self.wake();
+                        }
                     }
                 }
             }
             Err(e) => error!(error = %e, "could not look for jobs of lost workers"),
+        }
+    }
+
+    /// Closes the streams of workers this replica has not heard from for a lease (a partition
+    /// leaves the connection open until TCP gives up): they are assigned nothing more, and a
+    /// worker that can still hear reconnects and is reconciled.
+    fn close_silent_streams(&self, now: i64, lease: i64) {
+        let silent: Vec<Arc<WorkerSession>> = match self.sessions.lock() {
+            Ok(sessions) => sessions
+                .values()
+                .filter(|s| now - s.last_heard.load(Ordering::Relaxed) > lease)
+                .cloned()
+                .collect(),
+            Err(_) => return,
+        };
+        for session in silent {
+            warn!(worker_id = %session.id, lease_ms = lease, "nothing heard from the worker for a lease; closing its stream and assigning it nothing more");
+            session.close(tonic::Status::unavailable(format!(
+                "the control plane heard nothing from worker {} for more than {lease} ms and considers it lost; reconnect",
+                session.id
+            )));
+            self.unregister(&session);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! know after a reconnect, and applying the worker's reports in the order it sent them.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +76,7 @@ pub async fn serve_worker_stream(
         // Every attempt the worker still holds keeps its slot until its outcome arrives.
         assigned: Mutex::new(known.clone()),
         draining: AtomicBool::new(false),
+        last_heard: AtomicI64::new(now_ms()),
     });
     session.send(welcome);
 
@@ -138,13 +139,13 @@ async fn reconcile(
     for job in &live {
         live_attempts.insert((job.id.clone(), job.attempt));
         if !known.contains(&(job.id.clone(), job.attempt)) {
-            let lost = JobEvent::WorkerLost {
-                attempt: job.attempt,
-                detail: format!(
+            let lost = dispatcher.worker_lost(
+                job.attempt,
+                format!(
                     "worker {} reconnected without this job (it restarted, or the assignment was lost)",
                     session.id
                 ),
-            };
+            );
             dispatcher.apply_logged(&job.id, &lost).await;
         } else if job.status == presswork_proto::v1::JobStatus::Cancelling {
             // On this session: it is registered only after reconciling.
@@ -182,6 +183,7 @@ async fn receive(
         };
         let Some(message) = next else { return Ok(()) };
         let mut batch = vec![message?];
+        session.last_heard.store(now_ms(), Ordering::Relaxed);
         // How the stream went on after the batch: open, ended, or broken. Messages received
         // before an end or an error are still applied (log lines, stage starts and cancel
         // acknowledgements are not re-sent).

@@ -108,11 +108,24 @@ pub enum JobEvent {
     },
     /// The cancel deadline passed without the worker confirming the stop.
     CancelTimedOut,
-    /// The worker running this attempt is gone (lease expired, or it lost the job).
+    /// The worker running this attempt is gone (lease expired, or it lost the job). `policy`
+    /// says what becomes of a running job: failed, or queued again while attempts remain.
     WorkerLost {
         attempt: u32,
         detail: String,
+        policy: WorkerLostPolicy,
     },
+}
+
+/// What becomes of a `RUNNING` job whose worker is lost (`--on-worker-lost`). A `CANCELLING`
+/// job always fails: someone asked for it to stop, so it never runs again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerLostPolicy {
+    /// The job fails with "worker lost: …".
+    Fail,
+    /// The job goes back to `QUEUED` while its attempt is below `max_attempts` (the next claim
+    /// starts the next attempt), and fails like [`WorkerLostPolicy::Fail`] after the last one.
+    Requeue { max_attempts: u32 },
 }
 
 /// A log entry to append with a transition.
@@ -186,6 +199,14 @@ pub fn transition(from: JobStatus, event: &JobEvent) -> Result<JobStatus, Refusa
             Outcome::Cancelled { .. } => Cancelled,
         },
         (Cancelling, JobEvent::CancelTimedOut) => Failed,
+        (
+            Running,
+            JobEvent::WorkerLost {
+                attempt,
+                policy: WorkerLostPolicy::Requeue { max_attempts },
+                ..
+            },
+        ) if attempt < max_attempts => Queued,
         (Running | Cancelling, JobEvent::WorkerLost { .. }) => Failed,
         _ => return Err(Refusal::NotApplicable { status: from }),
     };
@@ -367,13 +388,49 @@ pub fn apply(job: &JobRecord, event: &JobEvent, now: i64) -> Result<Decision, Re
             });
             decision.log.push(failed_entry(job.stage, &next.error));
         }
-        JobEvent::WorkerLost { detail, .. } => {
-            next.finished_at = now;
-            next.error = format!("worker lost: {detail}");
-            if let Some(cancel) = next.cancel.as_mut() {
-                cancel.resolution = CancelResolution::WorkerLost;
+        JobEvent::WorkerLost {
+            detail,
+            policy,
+            attempt,
+        } => {
+            if to == JobStatus::Queued {
+                // Back in the queue as if never claimed; the attempt number stays until the
+                // next claim bumps it, so anything the lost attempt still sends is refused:
+                // by the status now, by the attempt once it runs again.
+                next.worker_id.clear();
+                next.stage = Stage::Unspecified;
+                next.progress = 0.0;
+                next.started_at = 0;
+                let max = match policy {
+                    WorkerLostPolicy::Requeue { max_attempts } => *max_attempts,
+                    WorkerLostPolicy::Fail => *attempt,
+                };
+                decision.log.push(LogDraft {
+                    level: LogLevel::Warn,
+                    event: "job.requeued",
+                    actor: "system".into(),
+                    stage: job.stage,
+                    message: format!(
+                        "worker lost: {detail}; requeued after attempt {attempt} of {max}"
+                    ),
+                });
+            } else {
+                next.finished_at = now;
+                next.error = match policy {
+                    WorkerLostPolicy::Requeue { max_attempts }
+                        if job.status == JobStatus::Running =>
+                    {
+                        format!(
+                            "worker lost: {detail} (attempt {attempt} of {max_attempts}: no attempts left)"
+                        )
+                    }
+                    _ => format!("worker lost: {detail}"),
+                };
+                if let Some(cancel) = next.cancel.as_mut() {
+                    cancel.resolution = CancelResolution::WorkerLost;
+                }
+                decision.log.push(failed_entry(job.stage, &next.error));
             }
-            decision.log.push(failed_entry(job.stage, &next.error));
         }
     }
     decision.next = Some(next);

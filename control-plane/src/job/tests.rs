@@ -300,6 +300,7 @@ fn worker_loss_fails_running_and_cancelling_jobs() {
     let lost = JobEvent::WorkerLost {
         attempt: 1,
         detail: "no heartbeat".into(),
+        policy: WorkerLostPolicy::Fail,
     };
     let d = apply(&job(JobStatus::Running), &lost, 5).unwrap();
     assert_eq!(d.next.unwrap().error, "worker lost: no heartbeat");
@@ -313,13 +314,144 @@ fn worker_loss_fails_running_and_cancelling_jobs() {
             &job(JobStatus::Queued),
             &JobEvent::WorkerLost {
                 attempt: 0,
-                detail: String::new()
+                detail: String::new(),
+                policy: WorkerLostPolicy::Fail,
             },
             5
         ),
         Err(Refusal::NotApplicable {
             status: JobStatus::Queued
         })
+    );
+}
+
+fn lost(attempt: u32, max_attempts: u32) -> JobEvent {
+    JobEvent::WorkerLost {
+        attempt,
+        detail: "no heartbeat".into(),
+        policy: WorkerLostPolicy::Requeue { max_attempts },
+    }
+}
+
+fn finished(attempt: u32) -> JobEvent {
+    JobEvent::Finished {
+        attempt,
+        outcome: Outcome::Succeeded {
+            output: "/out/late.pdf".into(),
+        },
+    }
+}
+
+#[test]
+fn worker_loss_requeues_a_running_job_while_attempts_remain() {
+    let mut running = job(JobStatus::Running);
+    running.stage = Stage::Generate;
+    running.progress = 0.4;
+    running.started_at = 20;
+    let d = apply(&running, &lost(1, 3), 5).unwrap();
+    let queued = d.next.clone().unwrap();
+    assert_eq!(queued.status, JobStatus::Queued);
+    assert_eq!(
+        (
+            queued.attempt,
+            queued.worker_id.as_str(),
+            queued.stage,
+            queued.progress,
+            queued.started_at,
+            queued.finished_at,
+            queued.error.as_str()
+        ),
+        (1, "", Stage::Unspecified, 0.0, 0, 0, "")
+    );
+    assert_eq!(events(&d), vec!["job.requeued"]);
+    assert_eq!(d.log[0].level, LogLevel::Warn);
+    assert_eq!(d.log[0].stage, Stage::Generate);
+    assert_eq!(
+        d.log[0].message,
+        "worker lost: no heartbeat; requeued after attempt 1 of 3"
+    );
+
+    // The lost attempt's late messages are refused while the job waits in the queue (same
+    // attempt number: refused by the status) …
+    for late in [
+        finished(1),
+        JobEvent::StageStarted {
+            attempt: 1,
+            stage: Stage::Deliver,
+        },
+        JobEvent::CancelAcknowledged {
+            attempt: 1,
+            stage: Stage::Deliver,
+            past_point_of_no_return: false,
+        },
+        lost(1, 3),
+    ] {
+        assert_eq!(
+            apply(&queued, &late, 6),
+            Err(Refusal::NotApplicable {
+                status: JobStatus::Queued
+            }),
+            "{late:?}"
+        );
+    }
+    // … and once another worker claimed it (a new attempt: refused as stale).
+    let again = apply(
+        &queued,
+        &JobEvent::Claim {
+            worker_id: "w2".into(),
+        },
+        7,
+    )
+    .unwrap()
+    .next
+    .unwrap();
+    assert_eq!((again.attempt, again.worker_id.as_str()), (2, "w2"));
+    assert_eq!(
+        apply(&again, &finished(1), 8),
+        Err(Refusal::StaleAttempt { current: 2, got: 1 })
+    );
+    assert_eq!(
+        apply(&again, &finished(2), 8).unwrap().next.unwrap().status,
+        JobStatus::Succeeded
+    );
+}
+
+#[test]
+fn worker_loss_fails_the_last_attempt_and_never_requeues_a_cancel() {
+    let mut last = job(JobStatus::Running);
+    last.attempt = 3;
+    let d = apply(&last, &lost(3, 3), 5).unwrap();
+    let failed = d.next.clone().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(
+        failed.error,
+        "worker lost: no heartbeat (attempt 3 of 3: no attempts left)"
+    );
+    assert_eq!(events(&d), vec!["job.failed"]);
+    // One attempt allowed in all: requeue behaves as fail.
+    assert_eq!(
+        apply(&job(JobStatus::Running), &lost(1, 1), 5)
+            .unwrap()
+            .next
+            .unwrap()
+            .status,
+        JobStatus::Failed
+    );
+    // Someone asked for the job to stop: it fails, whatever the policy.
+    let d = apply(&cancelling(), &lost(1, 3), 5).unwrap();
+    let next = d.next.unwrap();
+    assert_eq!(next.status, JobStatus::Failed);
+    assert_eq!(next.error, "worker lost: no heartbeat");
+    assert_eq!(
+        next.cancel.unwrap().resolution,
+        CancelResolution::WorkerLost
+    );
+    // A stale loss (an earlier attempt's worker) changes nothing.
+    let mut second = job(JobStatus::Running);
+    second.attempt = 2;
+    assert_eq!(
+        apply(&second, &lost(1, 3), 5),
+        Err(Refusal::StaleAttempt { current: 2, got: 1 })
     );
 }
 
@@ -365,6 +497,13 @@ fn the_transition_table_matches_the_design() {
     assert_eq!(
         transition(Cancelling, &claim),
         Err(Refusal::NotApplicable { status: Cancelling })
+    );
+    assert_eq!(transition(Running, &lost(1, 2)), Ok(Queued));
+    assert_eq!(transition(Running, &lost(2, 2)), Ok(Failed));
+    assert_eq!(transition(Cancelling, &lost(1, 2)), Ok(Failed));
+    assert_eq!(
+        transition(Queued, &lost(1, 2)),
+        Err(Refusal::NotApplicable { status: Queued })
     );
 }
 

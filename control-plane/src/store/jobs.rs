@@ -114,6 +114,17 @@ pub struct JobFilter {
     pub limit: u32,
 }
 
+/// A running or cancelling job whose worker has gone silent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SilentWorkerJob {
+    pub job_id: String,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub status: JobStatus,
+    /// When the worker was last heard from (Unix ms; 0 when it was never recorded).
+    pub last_seen_at: i64,
+}
+
 /// The result of applying an event to a job.
 #[derive(Debug)]
 pub struct Applied {
@@ -678,25 +689,38 @@ impl Store {
         }))
     }
 
-    /// `(job id, attempt, worker id)` of running or cancelling jobs whose worker has not been
-    /// seen since `seen_after`.
+    /// Running or cancelling jobs whose worker has not been seen after `seen_after` (or was
+    /// never recorded), oldest first.
     pub async fn jobs_of_silent_workers(
         &self,
         seen_after: i64,
-    ) -> Result<Vec<(String, u32, String)>, StoreError> {
-        let rows: Vec<(String, i64, String)> = with_pool!(&self.db, pool => {
+    ) -> Result<Vec<SilentWorkerJob>, StoreError> {
+        let rows: Vec<(String, i64, String, String, i64)> = with_pool!(&self.db, pool => {
             sqlx::query_as(
-                "SELECT id, attempt, worker_id FROM jobs WHERE status IN ('RUNNING', 'CANCELLING') \
-                 AND NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = jobs.worker_id AND w.last_seen_at > $1)",
+                "SELECT jobs.id, jobs.attempt, jobs.worker_id, jobs.status, COALESCE(w.last_seen_at, 0) \
+                 FROM jobs LEFT JOIN workers w ON w.id = jobs.worker_id \
+                 WHERE jobs.status IN ('RUNNING', 'CANCELLING') \
+                 AND (w.last_seen_at IS NULL OR w.last_seen_at <= $1) ORDER BY jobs.num",
             )
             .bind(seen_after)
             .fetch_all(pool)
             .await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(id, attempt, worker)| (id, attempt as u32, worker))
-            .collect())
+        rows.into_iter()
+            .map(|(job_id, attempt, worker_id, status, last_seen_at)| {
+                Ok(SilentWorkerJob {
+                    job_id,
+                    attempt: u32::try_from(attempt).map_err(|_| {
+                        StoreError::Corrupt(format!("job attempt {attempt} out of range"))
+                    })?,
+                    worker_id,
+                    status: JobStatus::from_short_name(&status).ok_or_else(|| {
+                        StoreError::Corrupt(format!("unknown job status {status:?}"))
+                    })?,
+                    last_seen_at,
+                })
+            })
+            .collect()
     }
 
     /// Running or cancelling jobs assigned to `worker_id`.

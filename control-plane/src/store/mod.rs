@@ -17,7 +17,9 @@ use presswork_proto::v1::{Job, LogEntry};
 use tokio::sync::broadcast;
 
 pub use backend::Db;
-pub use jobs::{Applied, JobFilter, NewJob, NewLogLine, config_route, worker_routes};
+pub use jobs::{
+    Applied, JobFilter, NewJob, NewLogLine, SilentWorkerJob, config_route, worker_routes,
+};
 pub use rows::job_to_wire;
 pub use users::UserRecord;
 
