@@ -88,6 +88,8 @@ pub struct ClusterBuilder {
     worker_args: Vec<String>,
     /// Serve (and connect) over TLS with a certificate made for the test.
     tls: bool,
+    /// Listen on every address, not only loopback (for workers in a network namespace).
+    listen_on_all_addresses: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -103,6 +105,7 @@ impl Default for ClusterBuilder {
             control_plane_args: Vec::new(),
             worker_args: Vec::new(),
             tls: false,
+            listen_on_all_addresses: false,
         }
     }
 }
@@ -171,6 +174,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Control planes listen on `0.0.0.0` instead of `127.0.0.1`, so a worker in a network
+    /// namespace reaches them at the host's address on its veth pair (`Cluster::add_worker_in`).
+    /// The test's clients still use loopback.
+    pub fn listen_on_all_addresses(mut self) -> Self {
+        self.listen_on_all_addresses = true;
+        self
+    }
+
     /// Starts the control plane and the workers, and waits until every worker takes jobs.
     pub async fn start(self) -> Cluster {
         let dir = tempfile::Builder::new()
@@ -192,6 +203,7 @@ impl ClusterBuilder {
             replicas: Vec::new(),
             workers: Vec::new(),
             worker_replicas: Vec::new(),
+            worker_namespaces: Vec::new(),
             worker_token: format!("wt-{}", uuid::Uuid::new_v4().simple()),
             tokens: HashMap::new(),
         };
@@ -241,6 +253,9 @@ pub struct Cluster {
     workers: Vec<Option<Process>>,
     /// The replica each worker is placed on (first in its `--control-plane` list).
     worker_replicas: Vec<usize>,
+    /// For a worker started in a network namespace: the namespace's name and the host's
+    /// address on its veth pair.
+    worker_namespaces: Vec<Option<(String, std::net::Ipv4Addr)>>,
     /// The credential workers present, and the control plane accepts.
     worker_token: String,
     /// Each test user's token, by username.
@@ -433,8 +448,32 @@ impl Cluster {
         let index = self.workers.len();
         self.workers.push(None);
         self.worker_replicas.push(replica);
+        self.worker_namespaces.push(None);
         self.start_worker(index);
         index
+    }
+
+    /// Starts one more worker inside `netns` (`ip netns exec`), connecting to the control
+    /// plane (replica 0 first) at the host's address on the namespace's veth pair; returns its
+    /// index. Needs `.listen_on_all_addresses()`. It logs at debug level, so a test can see in
+    /// its log which outcomes were acknowledged. It does not wait for the worker to connect.
+    pub fn add_worker_in(&mut self, netns: &crate::netns::NetworkNamespace) -> usize {
+        assert!(
+            self.config.listen_on_all_addresses,
+            "a worker in a network namespace reaches the control plane through the host's veth address: build the cluster with .listen_on_all_addresses()"
+        );
+        let index = self.workers.len();
+        self.workers.push(None);
+        self.worker_replicas.push(0);
+        self.worker_namespaces
+            .push(Some((netns.name().to_owned(), netns.host_ip())));
+        self.start_worker(index);
+        index
+    }
+
+    /// Worker `index`'s log file (stdout and stderr).
+    pub fn worker_log(&self, index: usize) -> PathBuf {
+        self.root.join(format!("worker-{index}.log"))
     }
 
     /// The replica worker `index` was placed on.
@@ -488,8 +527,15 @@ impl Cluster {
         }
         let name = format!("worker-{index}");
         let first = self.worker_replicas[index];
+        let namespace = self.worker_namespaces[index].clone();
         let control_planes: Vec<String> = (0..self.replicas.len())
-            .map(|i| self.replica_url((first + i) % self.replicas.len()))
+            .map(|i| {
+                let replica = (first + i) % self.replicas.len();
+                match &namespace {
+                    Some((_, host)) => format!("http://{host}:{}", self.replicas[replica].port),
+                    None => self.replica_url(replica),
+                }
+            })
             .collect();
         let mut args = vec![
             "--control-plane".to_owned(),
@@ -512,8 +558,26 @@ impl Cluster {
             args.push("--enable-test-reports".to_owned());
         }
         args.extend(self.config.worker_args.iter().cloned());
-        let log = self.root.join(format!("{name}.log"));
-        let worker = Process::spawn(&name, &binary_path(WORKER_BINARY), &args, &log);
+        let log = self.worker_log(index);
+        let worker = match namespace {
+            // `ip netns exec` and `env` each exec the next program: the pid is the worker's.
+            Some((netns, _)) => {
+                let binary = binary_path(WORKER_BINARY).display().to_string();
+                let wrapped = [
+                    "netns",
+                    "exec",
+                    &netns,
+                    "env",
+                    "NO_COLOR=1",
+                    "RUST_LOG=info,presswork_worker::executor=debug",
+                    &binary,
+                ]
+                .map(str::to_owned);
+                let args = [wrapped.to_vec(), args].concat();
+                Process::spawn(&name, Path::new("ip"), &args, &log)
+            }
+            None => Process::spawn(&name, &binary_path(WORKER_BINARY), &args, &log),
+        };
         self.workers[index] = Some(worker);
     }
 
@@ -565,9 +629,14 @@ impl Cluster {
 
     async fn try_start_control_plane(&mut self, replica: usize, port: u16) -> Result<(), String> {
         self.replicas[replica].starts += 1;
+        let host = if self.config.listen_on_all_addresses {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        };
         let args = vec![
             "--listen".to_owned(),
-            format!("127.0.0.1:{port}"),
+            format!("{host}:{port}"),
             "--database".to_owned(),
             self.database.url().to_owned(),
             "--cancel-timeout".to_owned(),

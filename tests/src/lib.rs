@@ -18,6 +18,7 @@
 pub mod cluster;
 pub mod database;
 pub mod execution_log;
+pub mod netns;
 pub mod process;
 pub mod races;
 mod readiness;
@@ -28,5 +29,6 @@ pub mod waiting;
 pub use cluster::{Cluster, ClusterBuilder};
 pub use database::Backend;
 pub use execution_log::{ExecutionLog, describe_job, resolution};
+pub use netns::NetworkNamespace;
 pub use verdict::{CancelObservation, NOT_CANCELLABLE, Tally, Verdict, judge};
 pub use waiting::{LONG_WAIT, WAIT};
