@@ -25,6 +25,7 @@ enum Op {
     Finish { job: u8, kind: u8, stale: bool },
     Timeout { job: u8 },
     WorkerLost { job: u8, requeue: bool },
+    Fenced { job: u8, requeue: bool, stale: bool },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -39,6 +40,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<u8>(), 0u8..3, prop::bool::weighted(0.2)).prop_map(|(job, kind, stale)| Op::Finish { job, kind, stale }),
         1 => any::<u8>().prop_map(|job| Op::Timeout { job }),
         2 => (any::<u8>(), any::<bool>()).prop_map(|(job, requeue)| Op::WorkerLost { job, requeue }),
+        1 => (any::<u8>(), any::<bool>(), prop::bool::weighted(0.2)).prop_map(|(job, requeue, stale)| Op::Fenced { job, requeue, stale }),
     ]
 }
 
@@ -80,7 +82,8 @@ async fn run(store: Store, ids: Vec<String>, op: Op) {
         | Op::Ack { job }
         | Op::Finish { job, .. }
         | Op::Timeout { job }
-        | Op::WorkerLost { job, .. } => match pick(*job) {
+        | Op::WorkerLost { job, .. }
+        | Op::Fenced { job, .. } => match pick(*job) {
             Some(id) => id,
             None => return,
         },
@@ -141,13 +144,15 @@ async fn run(store: Store, ids: Vec<String>, op: Op) {
         Op::WorkerLost { requeue, .. } => JobEvent::WorkerLost {
             attempt: current,
             detail: "gone".into(),
-            policy: if requeue {
-                WorkerLostPolicy::Requeue {
-                    max_attempts: MAX_ATTEMPTS,
-                }
-            } else {
-                WorkerLostPolicy::Fail
-            },
+            policy: policy(requeue),
+        },
+        Op::Fenced { requeue, stale, .. } => JobEvent::Fenced {
+            attempt: attempt(stale),
+            stage: Stage::Transform,
+            stop_duration_us: 10,
+            forced: false,
+            reason: "lease lost".into(),
+            policy: policy(requeue),
         },
         Op::Submit | Op::Claim { .. } => unreachable!("handled above"),
     };
@@ -161,6 +166,16 @@ async fn run(store: Store, ids: Vec<String>, op: Op) {
         // Whatever was written is what the pure state machine allows.
         let decision = applied.decision.unwrap();
         assert!(decision.next.is_some());
+    }
+}
+
+fn policy(requeue: bool) -> WorkerLostPolicy {
+    if requeue {
+        WorkerLostPolicy::Requeue {
+            max_attempts: MAX_ATTEMPTS,
+        }
+    } else {
+        WorkerLostPolicy::Fail
     }
 }
 

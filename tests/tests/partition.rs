@@ -24,6 +24,11 @@ const LEASE: Duration = Duration::from_secs(2);
 /// How long the partitioned job would run if nothing stopped it: far beyond the fencing (one
 /// lease after the cut), so a job that "finished" would show the fencing did not happen.
 const HOLD_MS: &str = "10000";
+/// For the partition healed between the worker's fencing (one lease) and the control plane's
+/// requeue (two leases): long enough that the worker, reconnecting after the heal (a TCP SYN
+/// retry or a new connection attempt: up to ~2.5 s), reports the fencing before the second
+/// lease runs out, with a second to spare.
+const SHORT_PARTITION_LEASE: Duration = Duration::from_secs(5);
 
 /// One line of a test report's timeline: `<event> <monotonic ns> [detail]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,11 +181,12 @@ fn assert_unchanged(before: &(Job, Vec<LogEntry>), after: &(Job, Vec<LogEntry>),
 async fn cluster_with_partitionable_worker(
     netns: &NetworkNamespace,
     backend: Backend,
+    lease: Duration,
     control_plane_args: &[&str],
 ) -> (Cluster, usize) {
     let mut cluster = Cluster::builder()
         .workers(0)
-        .worker_lease(LEASE)
+        .worker_lease(lease)
         .test_reports()
         .backend(backend)
         .listen_on_all_addresses()
@@ -208,7 +214,7 @@ async fn start_blocker(cluster: &Cluster) -> Job {
 
 async fn partition_under_fail_policy(backend: Backend) {
     let netns = NetworkNamespace::create();
-    let (cluster, worker) = cluster_with_partitionable_worker(&netns, backend, &[]).await;
+    let (cluster, worker) = cluster_with_partitionable_worker(&netns, backend, LEASE, &[]).await;
     let running = start_blocker(&cluster).await;
 
     netns.cut();
@@ -253,6 +259,7 @@ async fn partition_under_requeue_policy(backend: Backend) {
     let (mut cluster, partitioned) = cluster_with_partitionable_worker(
         &netns,
         backend,
+        LEASE,
         &["--on-worker-lost", "requeue", "--max-attempts", "3"],
     )
     .await;
@@ -335,6 +342,58 @@ async fn partition_under_requeue_policy(backend: Backend) {
     );
     let after = settled(&cluster, &running.id).await;
     assert_unchanged(&before, &after, "the lost attempt's late outcome");
+}
+
+/// A partition that heals after the worker fenced itself but before the control plane gave up
+/// on it (two leases under `requeue`): the worker reports the fenced attempt itself, and that
+/// report requeues the job like a lost worker would, instead of failing it.
+async fn short_partition_under_requeue_policy(backend: Backend) {
+    let netns = NetworkNamespace::create();
+    let (cluster, worker) = cluster_with_partitionable_worker(
+        &netns,
+        backend,
+        SHORT_PARTITION_LEASE,
+        &["--on-worker-lost", "requeue", "--max-attempts", "3"],
+    )
+    .await;
+    let running = start_blocker(&cluster).await;
+
+    netns.cut();
+    let fenced = wait_for_code_to_end(&cluster, worker, &running.id, 1).await;
+    assert!(
+        fenced.iter().any(|m| m.event == "stopped"),
+        "the partitioned attempt must be stopped by fencing, not run to its end: {fenced:?}"
+    );
+    netns.heal();
+
+    // The same worker, back, runs the requeued job as attempt 2.
+    let done = cluster.wait_for_terminal(&running.id, LONG_WAIT).await;
+    let report = cluster.job_report(&running.id).await;
+    assert_eq!(done.status(), JobStatus::Succeeded, "{report}");
+    assert_eq!(done.attempt, 2, "{report}");
+    let log = cluster.job_log(&running.id).await;
+    let requeued = log.entry("job.requeued").expect("a job.requeued entry");
+    assert!(
+        requeued
+            .message
+            .contains("stopped the job itself (lease lost")
+            && requeued.message.ends_with("requeued after attempt 1 of 3"),
+        "requeued by the worker's own report of the fencing, before the control plane's second lease ran out:\n{report}"
+    );
+    assert_eq!(log.count("job.requeued"), 1, "{report}");
+    assert_eq!(log.terminal_entries().len(), 1, "{report}");
+    let old = read_timeline(&timeline_path(&cluster, worker, &running.id, 1));
+    let new = wait_for_code_to_end(&cluster, worker, &running.id, 2).await;
+    assert!(
+        at(&old, "stopped") < at(&new, "started"),
+        "attempt 2 started before attempt 1 stopped: {old:?} {new:?}"
+    );
+    at(&new, "finished");
+}
+
+#[tokio::test]
+async fn a_short_partition_requeues_the_fenced_job_on_the_workers_own_report_on_postgres() {
+    short_partition_under_requeue_policy(Backend::Postgres).await;
 }
 
 #[tokio::test]

@@ -34,6 +34,13 @@ pub enum CancelReason {
     ForceStopped,
 }
 
+impl CancelReason {
+    /// The worker stopped the job itself after losing contact with the control plane.
+    pub(crate) fn is_fencing(&self) -> bool {
+        matches!(self, CancelReason::LeaseLost { .. })
+    }
+}
+
 impl fmt::Display for CancelReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -147,6 +147,7 @@ impl Executor {
                 stop_duration_us: 0,
                 forced: false,
                 reason: reason.to_string(),
+                fenced: reason.is_fencing(),
             });
             return vec![ack, self.finish_now(job, cancelled)];
         }
@@ -579,6 +580,7 @@ fn outcome(
             stop_duration_us: u64::try_from(since.as_micros()).unwrap_or(u64::MAX),
             forced,
             reason: reason.to_string(),
+            fenced: reason.is_fencing(),
         })
     };
     match joined {
@@ -875,6 +877,26 @@ mod tests {
             panic!("expected a cancel");
         };
         assert_eq!(cancelled.reason, "worker shutting down");
+        assert!(!cancelled.fenced, "a shutdown is not fencing");
+    }
+
+    #[tokio::test]
+    async fn a_job_stopped_by_fencing_says_so_in_its_outcome() {
+        let mut f = fixture(1);
+        f.executor.assign(assignment("job-1", "demo-slow", &[]));
+        f.until_stage(Stage::Ingest).await;
+        f.executor.cancel_all(&CancelReason::LeaseLost {
+            silent_for: Duration::from_secs(2),
+        });
+        let Outcome::Cancelled(cancelled) = f.outcome().await else {
+            panic!("expected a cancel");
+        };
+        assert!(cancelled.fenced);
+        assert!(!cancelled.forced);
+        assert_eq!(
+            cancelled.reason,
+            "lease lost: no contact with the control plane for 2 s"
+        );
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use tonic::{Status, Streaming};
 use tracing::{debug, error, info, warn};
 
 use super::{Dispatcher, WorkerSession};
-use crate::job::{JobEvent, Outcome};
+use crate::job::{JobEvent, Outcome, WorkerLostPolicy};
 use crate::store::NewLogLine;
 use crate::time::now_ms;
 
@@ -304,8 +304,9 @@ async fn finished(
 ) -> Result<(), Status> {
     let mut first_error = None;
     let mut events = Vec::with_capacity(messages.len());
+    let policy = dispatcher.timing().on_worker_lost;
     for m in messages {
-        match outcome_event(m) {
+        match outcome_event(m, policy) {
             Ok(event) => events.push(event),
             Err(status) => {
                 first_error.get_or_insert(status);
@@ -321,7 +322,7 @@ async fn finished(
             internal("record the outcomes", &e)
         })?;
     for ((job_id, event), result) in events.into_iter().zip(results) {
-        let JobEvent::Finished { attempt, .. } = event else {
+        let (JobEvent::Finished { attempt, .. } | JobEvent::Fenced { attempt, .. }) = event else {
             continue;
         };
         match result {
@@ -354,10 +355,22 @@ async fn finished(
     }
 }
 
-/// The state-machine event of a worker's `JobFinished`.
-fn outcome_event(m: JobFinished) -> Result<(String, JobEvent), Status> {
+/// The state-machine event of a worker's `JobFinished`: a stop the worker made on its own
+/// after losing contact (fencing) is judged by the worker-loss `policy`.
+fn outcome_event(m: JobFinished, policy: WorkerLostPolicy) -> Result<(String, JobEvent), Status> {
     let (job_id, attempt) = parts(m.job)?;
     let outcome = match m.result {
+        Some(job_finished::Result::Cancelled(c)) if c.fenced => {
+            let event = JobEvent::Fenced {
+                attempt,
+                stage: stage(c.stage),
+                stop_duration_us: c.stop_duration_us,
+                forced: c.forced,
+                reason: c.reason,
+                policy,
+            };
+            return Ok((job_id, event));
+        }
         Some(job_finished::Result::Succeeded(s)) => Outcome::Succeeded { output: s.output },
         Some(job_finished::Result::Failed(f)) => Outcome::Failed {
             stage: stage(f.stage),

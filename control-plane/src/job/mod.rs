@@ -108,6 +108,18 @@ pub enum JobEvent {
     },
     /// The cancel deadline passed without the worker confirming the stop.
     CancelTimedOut,
+    /// The worker stopped this attempt on its own after a lease without contact with the
+    /// control plane (fencing), and says so once it is back. Not the job's fault: a running
+    /// job is treated as its worker lost (`policy`); a cancelling one counts as cancelled,
+    /// since it did stop.
+    Fenced {
+        attempt: u32,
+        stage: Stage,
+        stop_duration_us: u64,
+        forced: bool,
+        reason: String,
+        policy: WorkerLostPolicy,
+    },
     /// The worker running this attempt is gone (lease expired, or it lost the job). `policy`
     /// says what becomes of a running job: failed, or queued again while attempts remain.
     WorkerLost {
@@ -208,6 +220,16 @@ pub fn transition(from: JobStatus, event: &JobEvent) -> Result<JobStatus, Refusa
             },
         ) if attempt < max_attempts => Queued,
         (Running | Cancelling, JobEvent::WorkerLost { .. }) => Failed,
+        (
+            Running,
+            JobEvent::Fenced {
+                attempt,
+                policy: WorkerLostPolicy::Requeue { max_attempts },
+                ..
+            },
+        ) if attempt < max_attempts => Queued,
+        (Running, JobEvent::Fenced { .. }) => Failed,
+        (Cancelling, JobEvent::Fenced { .. }) => Cancelled,
         _ => return Err(Refusal::NotApplicable { status: from }),
     };
     Ok(to)
@@ -388,32 +410,36 @@ pub fn apply(job: &JobRecord, event: &JobEvent, now: i64) -> Result<Decision, Re
             });
             decision.log.push(failed_entry(job.stage, &next.error));
         }
+        JobEvent::Fenced {
+            attempt,
+            stage,
+            stop_duration_us,
+            forced,
+            reason,
+            policy,
+        } => {
+            if to == JobStatus::Queued {
+                let detail = format!("worker {} stopped the job itself ({reason})", job.worker_id);
+                requeue(&mut next, &mut decision, job, &detail, *attempt, *policy);
+            } else {
+                // Failed or cancelled exactly as the plain outcome would have it.
+                next.finished_at = now;
+                let outcome = Outcome::Cancelled {
+                    stage: *stage,
+                    stop_duration_us: *stop_duration_us,
+                    forced: *forced,
+                    reason: reason.clone(),
+                };
+                finish(&mut next, &mut decision, job, &outcome, &worker_actor, now);
+            }
+        }
         JobEvent::WorkerLost {
             detail,
             policy,
             attempt,
         } => {
             if to == JobStatus::Queued {
-                // Back in the queue as if never claimed; the attempt number stays until the
-                // next claim bumps it, so anything the lost attempt still sends is refused:
-                // by the status now, by the attempt once it runs again.
-                next.worker_id.clear();
-                next.stage = Stage::Unspecified;
-                next.progress = 0.0;
-                next.started_at = 0;
-                let max = match policy {
-                    WorkerLostPolicy::Requeue { max_attempts } => *max_attempts,
-                    WorkerLostPolicy::Fail => *attempt,
-                };
-                decision.log.push(LogDraft {
-                    level: LogLevel::Warn,
-                    event: "job.requeued",
-                    actor: "system".into(),
-                    stage: job.stage,
-                    message: format!(
-                        "worker lost: {detail}; requeued after attempt {attempt} of {max}"
-                    ),
-                });
+                requeue(&mut next, &mut decision, job, detail, *attempt, *policy);
             } else {
                 next.finished_at = now;
                 next.error = match policy {
@@ -435,6 +461,34 @@ pub fn apply(job: &JobRecord, event: &JobEvent, now: i64) -> Result<Decision, Re
     }
     decision.next = Some(next);
     Ok(decision)
+}
+
+/// Puts a running job whose worker is lost back in the queue, as if never claimed. The attempt
+/// number stays until the next claim bumps it, so anything the lost attempt still sends is
+/// refused: by the status now, by the attempt once it runs again.
+fn requeue(
+    next: &mut JobRecord,
+    decision: &mut Decision,
+    job: &JobRecord,
+    detail: &str,
+    attempt: u32,
+    policy: WorkerLostPolicy,
+) {
+    next.worker_id.clear();
+    next.stage = Stage::Unspecified;
+    next.progress = 0.0;
+    next.started_at = 0;
+    let max = match policy {
+        WorkerLostPolicy::Requeue { max_attempts } => max_attempts,
+        WorkerLostPolicy::Fail => attempt,
+    };
+    decision.log.push(LogDraft {
+        level: LogLevel::Warn,
+        event: "job.requeued",
+        actor: "system".into(),
+        stage: job.stage,
+        message: format!("worker lost: {detail}; requeued after attempt {attempt} of {max}"),
+    });
 }
 
 fn finish(
@@ -550,6 +604,7 @@ fn event_attempt(event: &JobEvent) -> Option<u32> {
         | JobEvent::StageStarted { attempt, .. }
         | JobEvent::Progress { attempt, .. }
         | JobEvent::Finished { attempt, .. }
+        | JobEvent::Fenced { attempt, .. }
         | JobEvent::WorkerLost { attempt, .. } => Some(*attempt),
         JobEvent::Claim { .. } | JobEvent::Cancel { .. } | JobEvent::CancelTimedOut => None,
     }

@@ -455,6 +455,60 @@ fn worker_loss_fails_the_last_attempt_and_never_requeues_a_cancel() {
     );
 }
 
+fn fenced(attempt: u32, policy: WorkerLostPolicy) -> JobEvent {
+    JobEvent::Fenced {
+        attempt,
+        stage: Stage::Transform,
+        stop_duration_us: 40,
+        forced: false,
+        reason: "lease lost: no contact with the control plane for 2 s".into(),
+        policy,
+    }
+}
+
+#[test]
+fn a_fenced_outcome_counts_as_a_lost_worker() {
+    let requeue = WorkerLostPolicy::Requeue { max_attempts: 2 };
+    // The worker came back before the sweeper called it lost: requeued by policy …
+    let d = apply(&job(JobStatus::Running), &fenced(1, requeue), 9).unwrap();
+    assert_eq!(events(&d), vec!["job.requeued"]);
+    assert_eq!(
+        d.log[0].message,
+        "worker lost: worker w1 stopped the job itself (lease lost: no contact with the control plane for 2 s); requeued after attempt 1 of 2"
+    );
+    let queued = d.next.unwrap();
+    assert_eq!(
+        (queued.status, queued.attempt, queued.worker_id.as_str()),
+        (JobStatus::Queued, 1, "")
+    );
+    // … and once queued (the sweeper requeued it first) or re-run, it is refused.
+    assert_eq!(
+        apply(&queued, &fenced(1, requeue), 10),
+        Err(Refusal::NotApplicable {
+            status: JobStatus::Queued
+        })
+    );
+    // The last attempt, or the fail policy: failed as any stop the worker made on its own.
+    let mut last = job(JobStatus::Running);
+    last.attempt = 2;
+    for (j, policy) in [
+        (&last, requeue),
+        (&job(JobStatus::Running), WorkerLostPolicy::Fail),
+    ] {
+        let d = apply(j, &fenced(j.attempt, policy), 9).unwrap();
+        let failed = d.next.unwrap();
+        assert_eq!(failed.status, JobStatus::Failed);
+        assert_eq!(
+            failed.error,
+            "stopped by the worker: lease lost: no contact with the control plane for 2 s"
+        );
+    }
+    // A job being cancelled did stop: cancelled, whatever the policy.
+    let d = apply(&cancelling(), &fenced(1, requeue), 9).unwrap();
+    assert_eq!(d.next.as_ref().unwrap().status, JobStatus::Cancelled);
+    assert!(events(&d).contains(&"job.cancelled"));
+}
+
 #[test]
 fn the_transition_table_matches_the_design() {
     use JobStatus::*;
