@@ -4,7 +4,9 @@
 //! - the worker fences itself: after a lease without contact it cancels the job, and the job's
 //!   code stops (its timeline, written by the job itself, says so);
 //! - the control plane settles the job by its `--on-worker-lost` policy: FAILED "worker lost",
-//!   or QUEUED again and run by another worker as attempt 2, after the old one stopped;
+//!   or QUEUED again and run by another worker as attempt 2, after the old one stopped; when
+//!   the link heals between the fencing and the second lease, the worker's own report of the
+//!   fencing requeues the job;
 //! - once the link is back the worker reconnects and re-sends the old attempt's outcome, which
 //!   is acknowledged (so it stops re-sending) and never applied: the job's final state and its
 //!   execution log stay as they were.
