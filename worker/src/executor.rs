@@ -233,6 +233,11 @@ impl Executor {
         }
     }
 
+    /// The attempts running now.
+    pub(crate) fn running_attempts(&self) -> Vec<JobAttempt> {
+        self.running.keys().cloned().collect()
+    }
+
     /// Cancels every running job (shutdown, fencing); returns how many there were.
     pub(crate) fn cancel_all(&self, reason: &CancelReason) -> usize {
         for running in self.running.values() {

@@ -9,7 +9,9 @@
 //! Contact is any message from the control plane, `HeartbeatAck` included. With no contact for
 //! longer than the lease (10 s until a Welcome says otherwise), the worker cancels its running
 //! jobs (fencing): a partitioned worker does not keep working on jobs the control plane
-//! considers lost. Their outcomes are delivered like any other once it is reachable again.
+//! considers lost. A fenced job still running half a lease later (it ignores its token) is
+//! aborted, as a force stop would. Their outcomes are delivered like any other once it is
+//! reachable again.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -19,7 +21,9 @@ use std::time::Duration;
 use presswork_proto::v1::connect_request::Msg;
 use presswork_proto::v1::connect_response::Msg as ControlMsg;
 use presswork_proto::v1::worker_service_client::WorkerServiceClient;
-use presswork_proto::v1::{ConnectRequest, ConnectResponse, Draining, Heartbeat, Hello, Welcome};
+use presswork_proto::v1::{
+    ConnectRequest, ConnectResponse, Draining, Heartbeat, Hello, JobAttempt, Welcome,
+};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -94,6 +98,10 @@ pub(crate) struct WorkerSession {
     lease: Duration,
     last_contact: Instant,
     fenced: bool,
+    /// When the fenced attempts still running (they ignored their token) are aborted: half a
+    /// lease after the fencing, so they have ended before the control plane may requeue them
+    /// (two leases of silence). Only those attempts: jobs assigned since are not touched.
+    fence_abort: Option<(Instant, Vec<JobAttempt>)>,
     failures: u32,
     /// True while the stream to the control plane is up and the worker takes jobs (the
     /// health service's readiness).
@@ -166,6 +174,7 @@ impl WorkerSession {
             lease: DEFAULT_LEASE,
             last_contact: Instant::now(),
             fenced: false,
+            fence_abort: None,
             failures: 0,
             connected,
         })
@@ -185,6 +194,7 @@ impl WorkerSession {
             }
             let fence_at = (!self.fenced && self.executor.has_running())
                 .then(|| self.last_contact + self.lease);
+            let fence_abort_at = self.fence_abort.as_ref().map(|(at, _)| *at);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if drain_until.is_none() => {
@@ -229,6 +239,16 @@ impl WorkerSession {
                     let running = self.executor.cancel_all(&reason);
                     warn!(running, lease_ms = self.lease.as_millis() as u64, "no contact with the control plane for longer than the lease: cancelling running jobs (fencing); their outcomes are sent once it is reachable again");
                     self.fenced = true;
+                    let fenced = self.executor.running_attempts();
+                    self.fence_abort = Some((Instant::now() + self.lease / 2, fenced));
+                }
+                _ = sleep_until(fence_abort_at) => {
+                    // Kept after a reconnect too: nobody else will stop these attempts.
+                    if let Some((_, fenced)) = self.fence_abort.take() {
+                        for job in &fenced {
+                            self.executor.force_stop(job);
+                        }
+                    }
                 }
             }
         }

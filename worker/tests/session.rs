@@ -150,7 +150,50 @@ async fn a_worker_cut_off_past_its_lease_cancels_its_jobs() {
         cancelled.reason,
         "lease lost: no contact with the control plane for 0.3 s"
     );
+    assert!(cancelled.fenced && !cancelled.forced);
     stream.send(outcome_ack("job-f"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_fenced_job_that_ignores_its_token_is_aborted_half_a_lease_later() {
+    let mut h = start(true).await;
+    let (mut stream, _) = h.next_stream().await;
+    stream.send(welcome(400));
+    stream.send(assign(
+        "job-s",
+        "demo-stuck",
+        &[("stuck_stage", "ingest"), ("stuck_ms", "600000")],
+    ));
+    stream.until_stage(Stage::Ingest).await;
+
+    h.server.abort();
+    drop(stream);
+    // Fenced after 0.4 s, aborted 0.2 s later: its work directory goes with it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !is_empty(h.work.path()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stuck fenced job was not aborted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let listener = TcpListener::bind(h.addr).await.expect("bind again");
+    let (server, streams) = serve(listener);
+    h.server = server;
+    h.streams = streams;
+    let (mut stream, _) = h.next_stream().await;
+    let finished = stream.outcome().await;
+    let Some(Outcome::Cancelled(cancelled)) = finished.result else {
+        panic!("expected a cancel, got {finished:?}");
+    };
+    assert!(cancelled.fenced && cancelled.forced, "{cancelled:?}");
+    assert_eq!(
+        cancelled.reason,
+        "lease lost: no contact with the control plane for 0.4 s"
+    );
+    stream.send(outcome_ack("job-s"));
     h.stop().await;
 }
 
