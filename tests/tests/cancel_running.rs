@@ -188,7 +188,10 @@ async fn concurrent_cancels_of_a_cancelling_job_are_idempotent() {
         .start()
         .await;
     let job = cluster.submit("demo-stuck", &[]).await;
-    cluster.wait_until_running(&job.id).await;
+    // demo-stuck ingests cooperatively first; only its transform stage ignores the cancel.
+    cluster
+        .wait_for_stage_started(&job.id, Stage::Transform)
+        .await;
 
     let answers = futures::future::join_all(
         (0..10).map(|i| cluster.cancel(&job.id, if i == 0 { "first" } else { "again" })),

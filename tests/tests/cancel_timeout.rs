@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use presswork_proto::v1::{CancelOutcome, CancelResolution, JobStatus};
+use presswork_proto::v1::{CancelOutcome, CancelResolution, JobStatus, Stage};
 use presswork_tests::{Cluster, ExecutionLog, LONG_WAIT, describe_job};
 
 const TIMED_OUT: &str = "manual cancellation attempt timed out";
@@ -20,7 +20,10 @@ async fn an_unresponsive_job_fails_when_its_cancel_times_out() {
         .start()
         .await;
     let job = cluster.submit("demo-stuck", &[]).await;
-    cluster.wait_until_running(&job.id).await;
+    // demo-stuck ingests cooperatively first; only its transform stage ignores the cancel.
+    cluster
+        .wait_for_stage_started(&job.id, Stage::Transform)
+        .await;
 
     cluster
         .cancel_expecting(&job.id, "test: stuck", CancelOutcome::Cancelling)

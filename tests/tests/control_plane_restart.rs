@@ -22,7 +22,7 @@ async fn assert_cluster_recovered(cluster: &Cluster) {
 
 /// The cancel of a `demo-slow` job is CANCELLING when the control plane dies: the worker is
 /// frozen (SIGSTOP) so it cannot stop the job first. After the restart the worker thaws,
-/// reconnects, and the cancel completes (CANCELLED) or, failing that, times out (FAILED).
+/// reconnects and gets the cancel again from the restarted control plane: the job ends CANCELLED.
 async fn a_cancel_in_flight_survives_a_restart(backend: Backend) {
     let mut cluster = Cluster::builder()
         .workers(1)
@@ -62,23 +62,10 @@ async fn a_cancel_in_flight_survives_a_restart(backend: Backend) {
     let log = cluster.job_log(&job.id).await;
     assert_eq!(log.terminal_entries().len(), 1, "{report}");
     assert_eq!(log.count("cancel.requested"), 1, "{report}");
-    match done.status() {
-        JobStatus::Cancelled => {
-            check_stopped(&done, &log).unwrap_or_else(|why| panic!("{why}\n{report}"));
-        }
-        JobStatus::Failed => {
-            assert_eq!(
-                done.cancel.as_ref().map(|c| c.resolution()),
-                Some(CancelResolution::TimedOut),
-                "{report}"
-            );
-            assert!(log.has("cancel.timed_out"), "{report}");
-            eprintln!(
-                "note: the cancel timed out instead of completing after the restart:\n{report}"
-            );
-        }
-        _ => panic!("the cancelled job ended neither CANCELLED nor FAILED:\n{report}"),
-    }
+    // The deadline (15 s) is far beyond a restart: the restarted control plane must hand the
+    // cancel to the reconnected worker, which stops the job — a timeout here is a lost cancel.
+    assert_eq!(done.status(), JobStatus::Cancelled, "{report}");
+    check_stopped(&done, &log).unwrap_or_else(|why| panic!("{why}\n{report}"));
     assert_cluster_recovered(&cluster).await;
 }
 
@@ -105,7 +92,10 @@ async fn a_cancel_deadline_is_kept_across_a_restart() {
         .start()
         .await;
     let job = cluster.submit("demo-stuck", &[]).await;
-    cluster.wait_until_running(&job.id).await;
+    // demo-stuck ingests cooperatively first; only its transform stage ignores the cancel.
+    cluster
+        .wait_for_stage_started(&job.id, Stage::Transform)
+        .await;
     cluster
         .cancel_expecting(
             &job.id,

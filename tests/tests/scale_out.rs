@@ -350,7 +350,10 @@ async fn a_cancel_timeout_applies_once_and_force_stops_the_worker_on_the_other_r
     cluster.add_worker_on(B);
     cluster.wait_for_workers().await;
     let job = cluster.submit_on(A, "demo-stuck", &[]).await;
-    cluster.wait_until_running(&job.id).await;
+    // demo-stuck ingests cooperatively first; only its transform stage ignores the cancel.
+    cluster
+        .wait_for_stage_started(&job.id, Stage::Transform)
+        .await;
     let answer = cluster
         .cancel_on(A, &job.id, "test: stuck, across replicas")
         .await

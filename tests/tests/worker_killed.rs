@@ -68,7 +68,10 @@ async fn a_killed_workers_cancelling_job_fails_as_worker_lost() {
         .start()
         .await;
     let job = cluster.submit("demo-stuck", &[]).await;
-    cluster.wait_until_running(&job.id).await;
+    // demo-stuck ingests cooperatively first; only its transform stage ignores the cancel.
+    cluster
+        .wait_for_stage_started(&job.id, Stage::Transform)
+        .await;
     cluster
         .cancel_expecting(
             &job.id,
