@@ -156,15 +156,43 @@ pub struct Cluster {
     control_plane: Option<Child>,
     /// Kept open: the control plane announces itself on stdout.
     _stdout: ChildStdout,
+    /// Control-plane replicas after the first (PostgreSQL only).
+    others: Vec<Replica>,
     workers: Vec<Child>,
     database: Database,
     bearer: Bearer,
+}
+
+/// A control-plane replica after the first.
+struct Replica {
+    child: Option<Child>,
+    url: String,
+    _stdout: ChildStdout,
+    channel: Channel,
 }
 
 impl Cluster {
     /// Starts the control plane on a fresh database and the workers. Workers connect by
     /// themselves; [`crate::observer::fill_slots`] tells when they take jobs.
     pub async fn start(env: &Environment, name: &str, spec: &ClusterSpec) -> anyhow::Result<Self> {
+        Self::start_replicated(env, name, spec, 1, 0).await
+    }
+
+    /// Starts `replicas` control-plane replicas on one fresh database (more than one needs
+    /// PostgreSQL) and the workers: worker `i` is placed on replica `(first + i) % replicas`
+    /// (its `--control-plane` list starts with that replica's URL, then the others').
+    pub async fn start_replicated(
+        env: &Environment,
+        name: &str,
+        spec: &ClusterSpec,
+        replicas: usize,
+        first: usize,
+    ) -> anyhow::Result<Self> {
+        let replicas = replicas.max(1);
+        anyhow::ensure!(
+            replicas == 1 || env.backend == Backend::Postgres,
+            "{replicas} control-plane replicas need PostgreSQL"
+        );
         let dir = env.run_dir.join(format!("{name}-{}", env.backend.name()));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let database = Database::create(env, &dir).await?;
@@ -175,35 +203,25 @@ impl Cluster {
         )
         .await?;
         let worker_token = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let mut args = vec![
-            "--worker-token".to_string(),
-            worker_token.clone(),
-            "--listen".to_string(),
-            "127.0.0.1:0".to_string(),
-            "--database".to_string(),
-            database.url().to_string(),
-        ];
-        if let Some(timeout) = spec.cancel_timeout {
-            args.extend(["--cancel-timeout".to_string(), timeout.to_string()]);
+        let mut started = Vec::with_capacity(replicas);
+        for replica in 0..replicas {
+            let log = match replica {
+                0 => dir.join("control-plane.log"),
+                n => dir.join(format!("control-plane-{n}.log")),
+            };
+            started
+                .push(start_control_plane(env, spec, database.url(), &worker_token, &log).await?);
         }
-        let mut control_plane = command(
-            &env.bin_dir.join(CONTROL_PLANE_BINARY),
-            &args,
-            &dir.join("control-plane.log"),
-        )?
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("start the control plane")?;
-        let stdout = control_plane.stdout.take().context("piped stdout")?;
-        let (url, stdout) = tokio::time::timeout(STARTUP_TIMEOUT, announced(stdout))
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "the control plane did not announce `{LISTENING}…` within {STARTUP_TIMEOUT:?}; see {}",
-                    dir.join("control-plane.log").display()
-                )
-            })??;
-        let channel = connect(&url).await?;
+        let mut started = started.into_iter();
+        let (control_plane, url, stdout, channel) = started.next().context("one replica")?;
+        let others = started
+            .map(|(child, url, stdout, channel)| Replica {
+                child: Some(child),
+                url,
+                _stdout: stdout,
+                channel,
+            })
+            .collect();
         let token = AuthServiceClient::new(channel.clone())
             .login(LoginRequest {
                 username: BENCH_USER.into(),
@@ -230,14 +248,19 @@ impl Cluster {
             channel,
             control_plane: Some(control_plane),
             _stdout: stdout,
+            others,
             workers: Vec::new(),
             database,
             bearer,
         };
         for index in 0..spec.workers {
+            let home = (first + index) % replicas;
+            let urls: Vec<String> = (0..replicas)
+                .map(|r| cluster.replica_url((home + r) % replicas).to_string())
+                .collect();
             let args = vec![
                 "--control-plane".to_string(),
-                cluster.url.clone(),
+                urls.join(","),
                 "--capacity".to_string(),
                 spec.capacity.to_string(),
                 "--enable-test-reports".to_string(),
@@ -260,9 +283,43 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The URL of control-plane replica `replica` (0 is the first).
+    pub fn replica_url(&self, replica: usize) -> &str {
+        match replica {
+            0 => &self.url,
+            n => &self.others[n - 1].url,
+        }
+    }
+
+    /// A client of replica `replica`, on that replica's shared connection.
+    pub fn client_on(&self, replica: usize) -> Client {
+        let channel = match replica {
+            0 => self.channel.clone(),
+            n => self.others[n - 1].channel.clone(),
+        };
+        JobServiceClient::with_interceptor(channel, self.bearer.clone())
+    }
+
+    /// A client of replica `replica` on a connection of its own.
+    pub async fn new_client_on(&self, replica: usize) -> anyhow::Result<Client> {
+        Ok(JobServiceClient::with_interceptor(
+            connect(self.replica_url(replica)).await?,
+            self.bearer.clone(),
+        ))
+    }
+
     /// The control plane's process id (while it runs).
     pub fn control_plane_pid(&self) -> Option<u32> {
         self.control_plane.as_ref().and_then(Child::id)
+    }
+
+    /// The process ids of every control-plane replica (of those running).
+    pub fn control_plane_pids(&self) -> Vec<u32> {
+        self.control_plane
+            .iter()
+            .chain(self.others.iter().filter_map(|r| r.child.as_ref()))
+            .filter_map(Child::id)
+            .collect()
     }
 
     /// The workers' process ids (of those running).
@@ -296,9 +353,12 @@ impl Cluster {
     pub async fn stop(mut self) {
         let workers = std::mem::take(&mut self.workers);
         futures::future::join_all(workers.into_iter().map(stop_process)).await;
-        if let Some(control_plane) = self.control_plane.take() {
-            stop_process(control_plane).await;
-        }
+        let control_planes = self
+            .control_plane
+            .take()
+            .into_iter()
+            .chain(self.others.iter_mut().filter_map(|r| r.child.take()));
+        futures::future::join_all(control_planes.map(stop_process)).await;
         self.database.drop_database().await;
     }
 }
@@ -332,6 +392,43 @@ pub async fn cancel(client: &mut Client, job_id: &str) -> Result<CancelJobRespon
         })
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// Starts one control plane on `database`; returns it once it announced its address, with
+/// that address and a connection to it.
+async fn start_control_plane(
+    env: &Environment,
+    spec: &ClusterSpec,
+    database: &str,
+    worker_token: &str,
+    log: &Path,
+) -> anyhow::Result<(Child, String, ChildStdout, Channel)> {
+    let mut args = vec![
+        "--worker-token".to_string(),
+        worker_token.to_string(),
+        "--listen".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--database".to_string(),
+        database.to_string(),
+    ];
+    if let Some(timeout) = spec.cancel_timeout {
+        args.extend(["--cancel-timeout".to_string(), timeout.to_string()]);
+    }
+    let mut control_plane = command(&env.bin_dir.join(CONTROL_PLANE_BINARY), &args, log)?
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start the control plane")?;
+    let stdout = control_plane.stdout.take().context("piped stdout")?;
+    let (url, stdout) = tokio::time::timeout(STARTUP_TIMEOUT, announced(stdout))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the control plane did not announce `{LISTENING}…` within {STARTUP_TIMEOUT:?}; see {}",
+                log.display()
+            )
+        })??;
+    let channel = connect(&url).await?;
+    Ok((control_plane, url, stdout, channel))
 }
 
 /// Adds the bench administrator to the fresh database, as an operator would.

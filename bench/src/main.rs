@@ -34,6 +34,9 @@ enum Scenario {
     All,
     CancelQueued,
     CancelRunning,
+    /// PostgreSQL only: two control-plane replicas, the cancel sent to the one without the
+    /// worker's stream.
+    CancelRunningReplicas,
     Throughput,
     Watchers,
     Unresponsive,
@@ -41,9 +44,10 @@ enum Scenario {
     Footprint,
 }
 
-const ORDER: [Scenario; 7] = [
+const ORDER: [Scenario; 8] = [
     Scenario::CancelQueued,
     Scenario::CancelRunning,
+    Scenario::CancelRunningReplicas,
     Scenario::Throughput,
     Scenario::Watchers,
     Scenario::Unresponsive,
@@ -305,6 +309,9 @@ async fn run(
         Scenario::CancelQueued => vec![scenarios::cancel_queued::run(env, settings).await?],
         Scenario::CancelRunning => {
             vec![scenarios::cancel_running::run(env, settings, flags.stop_concurrency).await?]
+        }
+        Scenario::CancelRunningReplicas => {
+            scenarios::cancel_running_replicas::run(env, settings).await?
         }
         Scenario::Throughput => vec![scenarios::throughput::run(env, settings).await?],
         Scenario::Watchers => vec![scenarios::watchers::run(env, settings).await?],

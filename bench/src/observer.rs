@@ -121,7 +121,12 @@ impl Observer {
     /// Opens the stream and returns once its snapshot is complete, so every job submitted
     /// afterwards is seen as it changes.
     pub async fn start(cluster: &Cluster) -> anyhow::Result<Self> {
-        let mut client = cluster.new_client().await?;
+        Self::start_on(cluster, 0).await
+    }
+
+    /// [`Observer::start`] on control-plane replica `replica`.
+    pub async fn start_on(cluster: &Cluster, replica: usize) -> anyhow::Result<Self> {
+        let mut client = cluster.new_client_on(replica).await?;
         let mut stream = client
             .watch_jobs(WatchJobsRequest { after_sequence: 0 })
             .await
@@ -209,6 +214,22 @@ impl Observer {
     pub async fn terminal(&self, id: &str, timeout: Duration) -> anyhow::Result<Seen> {
         self.wait(timeout, &format!("job {id} to end"), |s| {
             s.jobs.get(id).filter(|j| j.is_terminal()).cloned()
+        })
+        .await
+    }
+
+    /// Waits until job `id` has been seen in `status` (or ended); returns when it was first.
+    pub async fn first_in(
+        &self,
+        id: &str,
+        status: JobStatus,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<u64>> {
+        self.wait(timeout, &format!("job {id} to be {status:?}"), |s| {
+            s.jobs
+                .get(id)
+                .filter(|j| j.first_in(status).is_some() || j.is_terminal())
+                .map(|j| j.first_in(status))
         })
         .await
     }

@@ -3,6 +3,7 @@
 
 pub mod cancel_queued;
 pub mod cancel_running;
+pub mod cancel_running_replicas;
 pub mod consistency;
 pub mod footprint;
 pub mod throughput;

@@ -58,6 +58,10 @@ const SELECT_LOG: &str = concat!(
 
 const MAX_CAS_RETRIES: usize = 16;
 
+/// Submits written in one group commit at most (SQLite): bounds how long one group holds the
+/// writer's turn, which a cancel may be waiting for.
+const MAX_SUBMIT_GROUP: usize = 64;
+
 /// A job to queue.
 pub struct NewJob {
     pub report: String,
@@ -257,10 +261,20 @@ fn log_entry(id: i64, job: &JobRecord, now: i64, draft: &LogDraft) -> LogEntry {
     }
 }
 
-impl Store {
-    /// Queues a new job; returns it as stored.
-    pub async fn submit(&self, new: NewJob, now: i64) -> Result<JobRecord, StoreError> {
-        let id = uuid::Uuid::now_v7().to_string();
+/// A submit, ready to write: its id, parameters and log entry are made before it waits for
+/// the writer.
+pub(super) struct PendingSubmit {
+    id: String,
+    new: NewJob,
+    params: String,
+    draft: LogDraft,
+    now: i64,
+    /// Where a group commit sends the result.
+    done: Option<tokio::sync::oneshot::Sender<Result<JobRecord, StoreError>>>,
+}
+
+impl PendingSubmit {
+    fn new(new: NewJob, now: i64) -> Result<Self, StoreError> {
         let params = serde_json::to_string(&new.params)
             .map_err(|e| StoreError::Corrupt(format!("params: {e}")))?;
         let draft = LogDraft {
@@ -273,32 +287,171 @@ impl Store {
                 new.submitted_by, new.report
             ),
         };
-        let _turn = self.write_turn().await;
-        let (job, entries, change) = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let row: JobRow = sqlx::query_as(INSERT_JOB)
-                .bind(&id)
-                .bind(&new.report)
-                .bind(&params)
-                .bind(&new.submitted_by)
-                .bind(now)
-                .bind(new.config.as_ref().map_or_else(|| new.report.clone(), config_route))
-                .fetch_one(&mut *tx)
+        Ok(PendingSubmit {
+            id: uuid::Uuid::now_v7().to_string(),
+            new,
+            params,
+            draft,
+            now,
+            done: None,
+        })
+    }
+
+    fn answer(&mut self, result: Result<JobRecord, StoreError>) {
+        if let Some(done) = self.done.take() {
+            // The caller may have gone away (its RPC was cancelled): the job stays submitted.
+            let _ = done.send(result);
+        }
+    }
+}
+
+fn lock_submits(
+    submits: &std::sync::Mutex<Vec<PendingSubmit>>,
+) -> std::sync::MutexGuard<'_, Vec<PendingSubmit>> {
+    submits
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Inserts the job of `pending` (and its configuration) inside `tx`; evaluates to the job as
+/// stored.
+macro_rules! insert_job {
+    ($tx:expr, $pending:expr) => {{
+        let pending: &PendingSubmit = $pending;
+        let new = &pending.new;
+        let row: JobRow = sqlx::query_as(INSERT_JOB)
+            .bind(&pending.id)
+            .bind(&new.report)
+            .bind(&pending.params)
+            .bind(&new.submitted_by)
+            .bind(pending.now)
+            .bind(
+                new.config
+                    .as_ref()
+                    .map_or_else(|| new.report.clone(), config_route),
+            )
+            .fetch_one(&mut *$tx)
+            .await?;
+        if let Some(config) = &new.config {
+            sqlx::query("INSERT INTO job_configs (job_id, body) VALUES ($1, $2)")
+                .bind(&pending.id)
+                .bind(config.encode_to_vec())
+                .execute(&mut *$tx)
                 .await?;
-            if let Some(config) = &new.config {
-                sqlx::query("INSERT INTO job_configs (job_id, body) VALUES ($1, $2)")
-                    .bind(&id)
-                    .bind(config.encode_to_vec())
-                    .execute(&mut *tx)
-                    .await?;
+        }
+        JobRecord::try_from(row)?
+    }};
+}
+
+impl Store {
+    /// Queues a new job; returns it as stored.
+    ///
+    /// On SQLite, submits that arrive while another write holds the writer's turn are
+    /// committed together: whichever of them gets the turn next writes those waiting (up to
+    /// [`MAX_SUBMIT_GROUP`]) in one transaction (each job with its own log entry and change event, in arrival
+    /// order), answers the others, and publishes the changes in order. Should that
+    /// transaction fail, each submit of it is written again on its own, so each gets its own
+    /// result.
+    pub async fn submit(&self, new: NewJob, now: i64) -> Result<JobRecord, StoreError> {
+        let pending = PendingSubmit::new(new, now)?;
+        let Some(writers) = self.writers.clone() else {
+            // PostgreSQL: concurrent writers, nothing to wait for.
+            let (job, entries, change) = self.submit_alone(&pending).await?;
+            self.publish(entries, change);
+            return Ok(job);
+        };
+        let (done, mut answer) = tokio::sync::oneshot::channel();
+        lock_submits(&self.submits).push(PendingSubmit {
+            done: Some(done),
+            ..pending
+        });
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut answer => {
+                    return answer.unwrap_or_else(|_| {
+                        Err(StoreError::Corrupt("a group commit ended without an answer".into()))
+                    });
+                }
+                turn = Arc::clone(&writers).lock_owned() => {
+                    let batch: Vec<PendingSubmit> = {
+                        let mut waiting = lock_submits(&self.submits);
+                        let n = waiting.len().min(MAX_SUBMIT_GROUP);
+                        waiting.drain(..n).collect()
+                    };
+                    if batch.is_empty() {
+                        // Ours was committed before we got the turn: its answer is there.
+                        continue;
+                    }
+                    // In a task of its own, so that the batch is written, published and
+                    // answered even if this call goes away meanwhile.
+                    let store = self.clone();
+                    let group = tokio::spawn(async move {
+                        store.submit_group(batch).await;
+                        drop(turn);
+                    });
+                    let _ = group.await;
+                }
             }
-            let job = JobRecord::try_from(row)?;
-            let (entries, change) = append_log_and_event!(pool, tx, job, [&draft], now);
+        }
+    }
+
+    /// Writes `batch` in one transaction and answers each submit (the caller holds the
+    /// writer's turn).
+    async fn submit_group(&self, mut batch: Vec<PendingSubmit>) {
+        let written = with_pool!(&self.db, pool => {
+            async {
+                let mut tx = pool.begin_write().await?;
+                let mut written = Vec::with_capacity(batch.len());
+                for pending in &batch {
+                    let job = insert_job!(tx, pending);
+                    let (entries, change) =
+                        append_log_and_event!(pool, tx, job, [&pending.draft], pending.now);
+                    written.push((job, entries, change));
+                }
+                tx.commit().await?;
+                Ok::<_, StoreError>(written)
+            }
+            .await
+        });
+        match written {
+            Ok(written) => {
+                for (pending, (job, entries, change)) in batch.iter_mut().zip(written) {
+                    self.publish(entries, change);
+                    pending.answer(Ok(job));
+                }
+            }
+            Err(e) if batch.len() == 1 => batch[0].answer(Err(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, submits = batch.len(), "a group commit of submits failed; writing each on its own");
+                for pending in &mut batch {
+                    let result = self
+                        .submit_alone(pending)
+                        .await
+                        .map(|(job, entries, change)| {
+                            self.publish(entries, change);
+                            job
+                        });
+                    pending.answer(result);
+                }
+            }
+        }
+    }
+
+    /// Writes one submit in a transaction of its own (the caller holds the writer's turn
+    /// on SQLite) and returns the job, its log entries and its change, not yet published.
+    async fn submit_alone(
+        &self,
+        pending: &PendingSubmit,
+    ) -> Result<(JobRecord, Vec<LogEntry>, JobChange), StoreError> {
+        Ok(with_pool!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let job = insert_job!(tx, pending);
+            let (entries, change) =
+                append_log_and_event!(pool, tx, job, [&pending.draft], pending.now);
             tx.commit().await?;
             (job, entries, change)
-        });
-        self.publish(entries, change);
-        Ok(job)
+        }))
     }
 
     /// The configuration a configured job runs (as it was when it was submitted); `None` for

@@ -96,6 +96,8 @@ pub struct Store {
     /// busy handler, which sleeps in growing steps (up to 100 ms) and made waits long and
     /// unfair under concurrent cancels. `None` on PostgreSQL.
     writers: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Submits waiting for the next group commit (SQLite; see `Store::submit`).
+    submits: Arc<std::sync::Mutex<Vec<jobs::PendingSubmit>>>,
     /// This process's replica id, random at start: the `origin` of what it commits.
     replica: Arc<str>,
 }
@@ -111,6 +113,7 @@ impl Store {
             db,
             hub: Hub::new(),
             writers,
+            submits: Arc::default(),
             replica,
         })
     }
