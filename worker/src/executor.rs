@@ -327,7 +327,9 @@ impl Executor {
             output_dir: self.settings.output_dir.clone(),
             http: self.settings.http.clone(),
         };
-        let handle = tokio::spawn(async move { pipeline.run().await });
+        // Stages run on their own runtime so that CPU-bound stage code never delays the stream
+        // that brings the cancel (see stage_runtime).
+        let handle = crate::stage_runtime::handle().spawn(async move { pipeline.run().await });
         let abort = handle.abort_handle();
         self.tracker
             .spawn(supervise(handle, control.clone(), reporter, work_dir));

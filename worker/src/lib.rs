@@ -19,6 +19,7 @@ pub mod health;
 pub mod plugin;
 pub mod reports;
 mod session;
+pub mod stage_runtime;
 pub mod stages;
 pub mod table;
 pub mod test_reports;
