@@ -151,15 +151,27 @@ fn assert_every_version(changes: &[&Job]) {
 /// saw every change of it in order.
 #[tokio::test]
 async fn a_cancel_sent_to_one_replica_stops_a_job_on_a_worker_of_the_other() {
+    cancel_across_replicas(A, B).await;
+}
+
+/// The same the other way round: sent to B, the worker on A.
+#[tokio::test]
+async fn a_cancel_sent_to_the_other_replica_stops_a_job_on_a_worker_of_the_first() {
+    cancel_across_replicas(B, A).await;
+}
+
+/// A job submitted to and cancelled through replica `via` runs on a worker connected to
+/// replica `worker_on`.
+async fn cancel_across_replicas(via: usize, worker_on: usize) {
     let mut cluster = two_replicas().workers(0).start().await;
-    let worker = cluster.add_worker_on(B);
+    let worker = cluster.add_worker_on(worker_on);
     cluster.wait_for_workers().await;
-    assert_eq!(cluster.worker_replica(worker), B);
-    let mut watcher = Watcher::open(&mut cluster.client_on(A)).await;
+    assert_eq!(cluster.worker_replica(worker), worker_on);
+    let mut watcher = Watcher::open(&mut cluster.client_on(via)).await;
 
     let job = cluster
         .submit_on(
-            A,
+            via,
             "demo-slow",
             &[("slow_stage", "transform"), ("duration_ms", "60000")],
         )
@@ -168,9 +180,9 @@ async fn a_cancel_sent_to_one_replica_stops_a_job_on_a_worker_of_the_other() {
         .wait_for_stage_started(&job.id, Stage::Transform)
         .await;
     let answer = cluster
-        .cancel_on(A, &job.id, "test: cancel across replicas")
+        .cancel_on(via, &job.id, "test: cancel across replicas")
         .await
-        .unwrap_or_else(|e| panic!("CancelJob through replica A failed: {e:?}"));
+        .unwrap_or_else(|e| panic!("CancelJob through replica {via} failed: {e:?}"));
     assert_eq!(
         answer.outcome(),
         CancelOutcome::Cancelling,
@@ -212,7 +224,7 @@ async fn a_cancel_sent_to_one_replica_stops_a_job_on_a_worker_of_the_other() {
     ] {
         assert!(
             statuses.contains(&status),
-            "watcher on A never saw {status:?}: {statuses:?}"
+            "watcher on replica {via} never saw {status:?}: {statuses:?}"
         );
     }
 }
