@@ -464,7 +464,9 @@ async fn a_thousand_jobs_across_replicas_each_run_exactly_once() {
 async fn a_worker_heartbeating_through_one_replica_is_not_lost_to_the_other() {
     let mut cluster = two_replicas()
         .workers(0)
-        .worker_lease(Duration::from_secs(1))
+        // 2 s, not less: under a parallel build a heartbeat's write once took over a second,
+        // which a real deployment's lease (10 s by default) absorbs many times over.
+        .worker_lease(Duration::from_secs(2))
         .start()
         .await;
     cluster.add_worker_on(B);
@@ -474,7 +476,7 @@ async fn a_worker_heartbeating_through_one_replica_is_not_lost_to_the_other() {
         .submit_on(
             A,
             "demo-slow",
-            &[("slow_stage", "transform"), ("duration_ms", "4000")],
+            &[("slow_stage", "transform"), ("duration_ms", "8000")],
         )
         .await;
     let done = cluster.wait_for_terminal(&job.id, LONG_WAIT).await;
