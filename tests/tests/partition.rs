@@ -178,6 +178,20 @@ fn assert_unchanged(before: &(Job, Vec<LogEntry>), after: &(Job, Vec<LogEntry>),
     );
 }
 
+/// A new job runs on the worker `worker_id`, which was cut off and is back.
+async fn the_healed_worker_takes_jobs_again(cluster: &Cluster, worker_id: &str) {
+    let next = cluster.submit("demo-fast", &[]).await;
+    let next = cluster
+        .wait_for_status(&next.id, JobStatus::Succeeded)
+        .await;
+    assert_eq!(
+        next.worker_id,
+        worker_id,
+        "the healed worker takes jobs again: {}",
+        describe_job(&next)
+    );
+}
+
 /// Starts a cluster without workers on `backend`, then one worker inside `netns`, and waits
 /// until that worker takes jobs; returns the cluster and the worker's index.
 async fn cluster_with_partitionable_worker(
@@ -239,16 +253,7 @@ async fn partition_under_fail_policy(backend: Backend) {
     netns.heal();
     // The worker comes back and re-sends the fenced attempt's outcome: acknowledged, ignored.
     wait_for_outcome_acknowledged(&cluster, worker, &running.id, 1).await;
-    let next = cluster.submit("demo-fast", &[]).await;
-    let next = cluster
-        .wait_for_status(&next.id, JobStatus::Succeeded)
-        .await;
-    assert_eq!(
-        next.worker_id,
-        running.worker_id,
-        "the healed worker takes jobs again: {}",
-        describe_job(&next)
-    );
+    the_healed_worker_takes_jobs_again(&cluster, &running.worker_id).await;
     let after = settled(&cluster, &running.id).await;
     assert_unchanged(&before, &after, "the fenced attempt's late outcome");
     let timeline = read_timeline(&timeline_path(&cluster, worker, &running.id, 1));
@@ -332,16 +337,7 @@ async fn partition_under_requeue_policy(backend: Backend) {
     // The old worker comes back with attempt 1's outcome: acknowledged, never applied.
     wait_for_outcome_acknowledged(&cluster, partitioned, &running.id, 1).await;
     cluster.kill_worker(healthy);
-    let next = cluster.submit("demo-fast", &[]).await;
-    let next = cluster
-        .wait_for_status(&next.id, JobStatus::Succeeded)
-        .await;
-    assert_eq!(
-        next.worker_id,
-        running.worker_id,
-        "the healed worker takes jobs again: {}",
-        describe_job(&next)
-    );
+    the_healed_worker_takes_jobs_again(&cluster, &running.worker_id).await;
     let after = settled(&cluster, &running.id).await;
     assert_unchanged(&before, &after, "the lost attempt's late outcome");
 }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use presswork_proto::v1::{CancelOutcome, CancelResolution, JobStatus};
+use presswork_proto::v1::{CancelJobResponse, CancelOutcome, CancelResolution, Job, JobStatus};
 
 use super::{Settings, WAIT, jitter};
 use crate::clock::{between, now_ns};
@@ -152,48 +152,56 @@ async fn sample(cluster: &Cluster, observer: &Observer, check_ms: u64) -> anyhow
     }
     let terminal_at = seen.terminal_at();
     sample.shown = terminal_at.map(|at| between(t0, at));
-    let resolution = seen
-        .job
+    sample.inconsistent = wrong_cancel(&job.id, &answer, &seen.job, stopped, terminal_at)
+        .or_else(|| {
+            seen.job
+                .cancel
+                .as_ref()
+                .is_none_or(|c| c.delivered_at_unix_ms == 0 || c.acknowledged_at_unix_ms == 0)
+                .then(|| {
+                    format!(
+                        "job {}: stopped, but its cancel was never recorded as delivered and acknowledged",
+                        job.id
+                    )
+                })
+        });
+    Ok(sample)
+}
+
+/// What is wrong with the cooperative cancel of running job `job_id`, if anything: the call's
+/// answer, the final state and resolution, and that the job's code stopped (`stopped`) before
+/// its terminal state was first shown (`shown`), both on this host's monotonic clock.
+pub(super) fn wrong_cancel(
+    job_id: &str,
+    answer: &Result<CancelJobResponse, tonic::Status>,
+    job: &Job,
+    stopped: Option<u64>,
+    shown: Option<u64>,
+) -> Option<String> {
+    let resolution = job
         .cancel
         .as_ref()
         .and_then(|c| CancelResolution::try_from(c.resolution).ok());
-    sample.inconsistent = match (&answer, seen.job.status(), stopped, terminal_at) {
-        (Err(status), ..) => Some(format!("job {}: CancelJob failed: {status}", job.id)),
+    match (answer, job.status(), stopped, shown) {
+        (Err(status), ..) => Some(format!("job {job_id}: CancelJob failed: {status}")),
         (Ok(a), ..) if a.outcome() != CancelOutcome::Cancelling => Some(format!(
-            "job {}: a running job's cancel answered {:?}",
-            job.id,
+            "job {job_id}: a running job's cancel answered {:?}",
             a.outcome()
         )),
         (_, status, _, _) if status != JobStatus::Cancelled => Some(format!(
-            "job {}: ended {} instead of CANCELLED",
-            job.id,
+            "job {job_id}: ended {} instead of CANCELLED",
             status.short_name()
         )),
         (_, _, None, _) => Some(format!(
-            "job {}: CANCELLED but its timeline has no `stopped`",
-            job.id
+            "job {job_id}: CANCELLED but its timeline has no `stopped`"
         )),
         (_, _, Some(stopped), Some(shown)) if shown < stopped => Some(format!(
-            "job {}: CANCELLED shown {:.3} ms before the job's code stopped",
-            job.id,
+            "job {job_id}: CANCELLED shown {:.3} ms before the job's code stopped",
             (stopped - shown) as f64 / 1e6
         )),
         _ if resolution != Some(CancelResolution::Stopped) => Some(format!(
-            "job {}: CANCELLED with resolution {resolution:?}",
-            job.id
+            "job {job_id}: CANCELLED with resolution {resolution:?}"
         )),
-        _ if seen
-            .job
-            .cancel
-            .as_ref()
-            .is_none_or(|c| c.delivered_at_unix_ms == 0 || c.acknowledged_at_unix_ms == 0) =>
-        {
-            Some(format!(
-                "job {}: stopped, but its cancel was never recorded as delivered and acknowledged",
-                job.id
-            ))
-        }
         _ => None,
-    };
-    Ok(sample)
+    }
 }

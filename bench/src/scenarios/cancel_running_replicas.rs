@@ -18,8 +18,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use presswork_proto::v1::{CancelOutcome, CancelResolution, JobStatus};
+use presswork_proto::v1::JobStatus;
 
+use super::cancel_running::wrong_cancel;
 use super::{Settings, WAIT, jitter};
 use crate::clock::{between, now_ns};
 use crate::cluster::{Backend, Cluster, ClusterSpec, Environment, cancel, submit};
@@ -324,46 +325,19 @@ async fn sample(
         terminal_on_b: since(seen_b.terminal_at()),
         inconsistent: None,
     };
-    let resolution = seen_a
-        .job
-        .cancel
-        .as_ref()
-        .and_then(|c| CancelResolution::try_from(c.resolution).ok());
     let shown_first = [seen_a.terminal_at(), seen_b.terminal_at()]
         .into_iter()
         .flatten()
         .min();
-    sample.inconsistent = match (&answer, seen_a.job.status(), stopped, shown_first) {
-        (Err(status), ..) => Some(format!("job {}: CancelJob failed: {status}", job.id)),
-        (Ok(a), ..) if a.outcome() != CancelOutcome::Cancelling => Some(format!(
-            "job {}: a running job's cancel answered {:?}",
-            job.id,
-            a.outcome()
-        )),
-        (_, status, _, _) if status != JobStatus::Cancelled => Some(format!(
-            "job {}: ended {} instead of CANCELLED",
-            job.id,
-            status.short_name()
-        )),
-        _ if seen_b.job.status() != JobStatus::Cancelled => Some(format!(
-            "job {}: replica B shows it {}, replica A CANCELLED",
-            job.id,
-            seen_b.job.status().short_name()
-        )),
-        (_, _, None, _) => Some(format!(
-            "job {}: CANCELLED but its timeline has no `stopped`",
-            job.id
-        )),
-        (_, _, Some(stopped), Some(shown)) if shown < stopped => Some(format!(
-            "job {}: CANCELLED shown {:.3} ms before the job's code stopped",
-            job.id,
-            (stopped - shown) as f64 / 1e6
-        )),
-        _ if resolution != Some(CancelResolution::Stopped) => Some(format!(
-            "job {}: CANCELLED with resolution {resolution:?}",
-            job.id
-        )),
-        _ => None,
-    };
+    sample.inconsistent = wrong_cancel(&job.id, &answer, &seen_a.job, stopped, shown_first)
+        .or_else(|| {
+            (seen_b.job.status() != JobStatus::Cancelled).then(|| {
+                format!(
+                    "job {}: replica B shows it {}, replica A CANCELLED",
+                    job.id,
+                    seen_b.job.status().short_name()
+                )
+            })
+        });
     Ok(sample)
 }
