@@ -960,6 +960,74 @@ async fn worker_loss_requeues_and_refuses_the_lost_attempt(store: Store) {
     );
 }
 
+/// `apply_seen` starts from the caller's read; when the job changed since, the compare-and-set
+/// misses and the event is applied to the job as stored — never to the stale copy.
+async fn an_event_applied_to_a_stale_read_applies_to_the_job_as_stored(store: Store) {
+    let mut changes = store.hub().subscribe_jobs();
+    let mut log = store.hub().subscribe_log();
+    let queued = store.submit(new_job("demo-fast"), 1).await.unwrap();
+    let claimed = store.claim("w1", &reports(), 2).await.unwrap().unwrap();
+    assert_eq!(claimed.id, queued.id);
+    // `queued` says QUEUED: applied to it, the cancel would be "cancelled while queued".
+    let applied = store
+        .apply_seen(queued.clone(), &cancel(3), 3)
+        .await
+        .unwrap();
+    let decision = applied.decision.unwrap();
+    assert_eq!(decision.cancel_outcome, Some(CancelOutcome::Cancelling));
+    assert_eq!(
+        (applied.job.status, applied.job.version),
+        (JobStatus::Cancelling, claimed.version + 1)
+    );
+    let stored = store.get(&queued.id).await.unwrap().unwrap();
+    assert_eq!(stored, applied.job);
+
+    // What was published is what was stored: the change at its sequence, the entries with
+    // their ids.
+    let mut last = None;
+    while let Ok(change) = changes.try_recv() {
+        last = Some(change);
+    }
+    let last = last.expect("the cancel was published");
+    assert_eq!(Some(last.sequence), applied.sequence);
+    assert_eq!(last.job.status, JobStatus::Cancelling as i32);
+    assert_eq!(store.last_sequence().await.unwrap(), last.sequence);
+    let mut published = Vec::new();
+    while let Ok(entry) = log.try_recv() {
+        published.push((entry.id, entry.event.clone()));
+    }
+    let kept: Vec<(u64, String)> = store
+        .log(&queued.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.id, e.event))
+        .collect();
+    assert_eq!(published, kept);
+    assert_eq!(
+        kept.iter().filter(|(_, e)| e == "cancel.requested").count(),
+        1,
+        "{kept:?}"
+    );
+
+    // A stale read of a job that has since finished: refused as the job is now.
+    let done = store.submit(new_job("demo-fast"), 4).await.unwrap();
+    let running = store.claim("w1", &reports(), 5).await.unwrap().unwrap();
+    store
+        .apply(&done.id, &finished(running.attempt, succeeded()), 6)
+        .await
+        .unwrap();
+    let late = store.apply_seen(running, &cancel(7), 7).await.unwrap();
+    assert_eq!(
+        late.decision.unwrap_err(),
+        Refusal::NotCancellable {
+            status: JobStatus::Succeeded
+        }
+    );
+    assert_eq!(late.job.status, JobStatus::Succeeded);
+    assert!(late.sequence.is_none());
+}
+
 async fn published_changes_reach_subscribers(store: Store) {
     let mut rx = store.hub().subscribe_jobs();
     let mut log_rx = store.hub().subscribe_log();
@@ -983,8 +1051,59 @@ conformance!(
     sweeper_queries_find_overdue_cancels_and_silent_workers,
     worker_loss_requeues_and_refuses_the_lost_attempt,
     published_changes_reach_subscribers,
+    an_event_applied_to_a_stale_read_applies_to_the_job_as_stored,
     batched_and_single_writes_race_without_deadlock,
     an_outcome_batch_applies_each_outcome_on_its_own,
     batch_claims_and_cancels_race_with_one_winner_each,
     an_outcome_batch_and_cancels_race_consistently,
 );
+
+/// SQLite writes a transition with one multi-statement call in a transaction of its own. When a
+/// statement of it fails after the job's row was updated, the transaction is rolled back: the
+/// job is unchanged, nothing is published, and the database takes writes again at once (an open
+/// transaction would hold SQLite's write lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_failed_transition_leaves_the_job_unchanged_and_the_database_writable() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("presswork.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::connect(&url).await.unwrap();
+    let job = store.submit(new_job("demo-fast"), 1).await.unwrap();
+    let claimed = store.claim("w1", &reports(), 2).await.unwrap().unwrap();
+    // Make the change event's insert, the last statement before COMMIT, fail.
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("ALTER TABLE job_events RENAME TO job_events_away")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let mut changes = store.hub().subscribe_jobs();
+    let failed = store.apply(&job.id, &cancel(3), 3).await;
+    assert!(
+        matches!(failed, Err(StoreError::Database(_))),
+        "expected a database error, got {failed:?}"
+    );
+    assert_eq!(store.get(&job.id).await.unwrap().unwrap(), claimed);
+    assert!(changes.try_recv().is_err(), "nothing was published");
+    sqlx::query("ALTER TABLE job_events_away RENAME TO job_events")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    // Writes go on, on the writer's connection and on the pool's.
+    let applied = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.apply(&job.id, &cancel(4), 4),
+    )
+    .await
+    .expect("the writer's connection still holds SQLite's write lock")
+    .unwrap();
+    assert_eq!(applied.job.status, JobStatus::Cancelling);
+    assert_eq!(applied.job.version, claimed.version + 1);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.submit(new_job("demo-fast"), 5),
+    )
+    .await
+    .expect("a pooled write waited for SQLite's write lock")
+    .unwrap();
+}

@@ -203,9 +203,11 @@ impl JobService for JobApi {
             reason: req.reason.clone(),
             deadline: now.saturating_add(timeout),
         };
+        let seen_status = seen.status;
+        // The job just read is where the compare-and-set starts (one read on this path).
         let applied = self
             .store()
-            .apply(id, &event, now)
+            .apply_seen(seen, &event, now)
             .await
             .map_err(store_status)?;
         let (outcome, message) = match &applied.decision {
@@ -224,11 +226,11 @@ impl JobService for JobApi {
                         .to_string(),
                 ),
             },
-            Err(Refusal::NotCancellable { .. }) if seen.status == JobStatus::Cancelling => {
+            Err(Refusal::NotCancellable { .. }) if seen_status == JobStatus::Cancelling => {
                 // A cancel already in progress ended the job meanwhile: this one added nothing.
                 (CancelOutcome::AlreadyCancelling, "A cancel of this job was already in progress and has since ended it; nothing more was done.".to_string())
             }
-            Err(Refusal::NotCancellable { status }) if !seen.status.is_terminal() => {
+            Err(Refusal::NotCancellable { status }) if !seen_status.is_terminal() => {
                 // The job finished between our read and the cancel: the cancel is ignored (AC-005).
                 let note = LogDraft {
                     level: LogLevel::Warn,

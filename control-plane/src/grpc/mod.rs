@@ -36,7 +36,10 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         StoreError::ReportVersion { name, current } => Status::aborted(format!(
             "report {name} was changed by someone else meanwhile (it is now at version {current}): read it again and re-apply your change"
         )),
-        StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
+        StoreError::Database(_)
+        | StoreError::Migrate(_)
+        | StoreError::Corrupt(_)
+        | StoreError::Interrupted(_) => {
             error!(error = %e, "store error");
             Status::internal(
                 "the control plane could not read or write its database; the error is in its log. Try again, and check the database if it persists.",

@@ -79,6 +79,10 @@ impl Db {
                 .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string());
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
+                // An in-process connection cannot go stale the way a network one can, and the
+                // pool already pings every connection when it is released: a ping before each
+                // use would add a round trip to the connection's thread to every query.
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
             migrator(&[

@@ -4,12 +4,15 @@
 //! transaction.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use presswork_proto::v1::{JobStatus, LogEntry, LogLevel, ReportConfig, Stage};
 use prost::Message;
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use tracing::{error, warn};
 
-use super::backend::{Engine, with_pool};
+use super::backend::{Db, Engine, with_pool};
 use super::rows::{JobColumns, JobRow, LogRow, job_columns, job_to_wire, log_columns};
 use super::{JobChange, Store, StoreError};
 use crate::job::{self, Decision, JobEvent, JobRecord, LogDraft, Refusal};
@@ -237,6 +240,137 @@ macro_rules! write_decision {
             None => None,
         }
     }};
+}
+
+/// The most log entries a transition may carry and still be written in one call on SQLite;
+/// a decision with more is written statement by statement (none has more today).
+const ONE_CALL_ENTRIES: usize = 4;
+
+/// SQLite: a transition's compare-and-set, its log entries and its change event as one
+/// multi-statement query in one transaction, so that the connection's thread is woken once per
+/// transition rather than once per statement. Each wake-up is a chance to wait behind a busy
+/// core (up to a scheduler tick), and a cancel's latency is the sum of them.
+///
+/// Parameters: those of [`UPDATE_JOB`] (`$1`–`$23`), the time (`$24`), the change event's
+/// payload (`$25`), then five per log entry (level, event, actor, stage, message). Each insert
+/// runs only if the statement before it changed a row (`changes()`), so when the version moved
+/// nothing is written and no row comes back; otherwise one row per log entry (its id) and one
+/// for the event (its sequence), in that order.
+fn one_call_sql(entries: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    SQL.get_or_init(|| {
+        (0..=ONE_CALL_ENTRIES)
+            .map(|n| {
+                let mut sql = format!("BEGIN IMMEDIATE; {UPDATE_JOB}; ");
+                for p in (0..n).map(|i| 26 + 5 * i) {
+                    sql += &format!(
+                        "INSERT INTO job_log (job_id, at, level, event, actor, stage, attempt, message) \
+                         SELECT $1, $24, ${}, ${}, ${}, ${}, $6, ${} WHERE changes() = 1 RETURNING id; ",
+                        p,
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4
+                    );
+                }
+                sql + "INSERT INTO job_events (job_id, version, at, payload) \
+                       SELECT $1, $8, $24, $25 WHERE changes() = 1 RETURNING seq; COMMIT"
+            })
+            .collect()
+    })[entries]
+        .as_str()
+}
+
+/// Writes `next` (the state a decision gives `job`), its log entries `drafts` and its change
+/// event with [`one_call_sql`]. `Some((next, entries, change))`, or `None` when the version
+/// moved (lost the race). After an error, the caller must [`restore_writer`].
+async fn write_in_one_call(
+    conn: &mut SqliteConnection,
+    job: &JobRecord,
+    mut next: JobRecord,
+    drafts: &[LogDraft],
+    now: i64,
+) -> Result<Option<(JobRecord, Vec<LogEntry>, JobChange)>, StoreError> {
+    next.version = job.version + 1;
+    let wire = job_to_wire(&next);
+    let cols = JobColumns::of(&next);
+    let mut query = sqlx::query(one_call_sql(drafts.len()))
+        .bind(&next.id)
+        .bind(job.version)
+        .bind(next.status.short_name())
+        .bind(next.stage.short_name())
+        .bind(next.progress)
+        .bind(i64::from(next.attempt))
+        .bind(&next.worker_id)
+        .bind(next.version)
+        .bind(next.started_at)
+        .bind(next.finished_at)
+        .bind(&next.error)
+        .bind(&next.output)
+        .bind(cols.cancel.requested_by)
+        .bind(cols.cancel.reason)
+        .bind(cols.cancel.requested_at)
+        .bind(cols.cancel.deadline)
+        .bind(cols.cancel.delivered_at)
+        .bind(cols.cancel.acknowledged_at)
+        .bind(cols.cancel.stopped_at)
+        .bind(cols.cancel.stopped_stage)
+        .bind(cols.cancel.stop_duration_us)
+        .bind(cols.cancel.resolution)
+        .bind(cols.cancel.past_point_of_no_return)
+        .bind(now)
+        .bind(wire.encode_to_vec());
+    for draft in drafts {
+        query = query
+            .bind(draft.level.as_str_name())
+            .bind(draft.event)
+            .bind(&draft.actor)
+            .bind(draft.stage.short_name())
+            .bind(&draft.message);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    if rows.len() != drafts.len() + 1 {
+        return Err(StoreError::Corrupt(format!(
+            "job {}: writing a transition returned {} rows, expected {}",
+            next.id,
+            rows.len(),
+            drafts.len() + 1
+        )));
+    }
+    let mut entries = Vec::with_capacity(drafts.len());
+    for (row, draft) in rows.iter().zip(drafts) {
+        let id: i64 = row.try_get(0)?;
+        entries.push(log_entry(id, &next, now, draft));
+    }
+    let seq: i64 = rows[drafts.len()].try_get(0)?;
+    let change = JobChange {
+        sequence: seq as u64,
+        job: wire,
+        remote: false,
+    };
+    Ok(Some((next, entries, change)))
+}
+
+/// After a failed [`write_in_one_call`]: rolls back what its transaction may have left open
+/// (SQLite has already rolled back after some errors; the "no transaction" answer is then
+/// expected), or, if the connection no longer answers, replaces it with a new one.
+async fn restore_writer(pool: &SqlitePool, conn: &mut SqliteConnection) {
+    let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await else {
+        return;
+    };
+    if e.to_string().contains("no transaction is active") {
+        return;
+    }
+    warn!(error = %e, "the SQLite writer connection failed to roll back; opening a new one");
+    match pool.acquire().await {
+        Ok(fresh) => *conn = fresh.detach(),
+        Err(e) => {
+            error!(error = %e, "could not open a new SQLite writer connection; writes will fail until the database is reachable again")
+        }
+    }
 }
 
 fn engine_order_lock<E: Engine>(_pool: &E) -> Option<&'static str> {
@@ -499,6 +633,126 @@ impl Store {
     /// Applies `event` to job `id` at time `now`: runs the state machine on the job as stored
     /// and writes its decision with a compare-and-set, retrying if the job changed meanwhile.
     pub async fn apply(&self, id: &str, event: &JobEvent, now: i64) -> Result<Applied, StoreError> {
+        self.apply_from(id, None, event, now).await
+    }
+
+    /// As [`Store::apply`], starting from `seen`, the job as the caller has just read it: on
+    /// SQLite the state machine runs on it and the compare-and-set checks it is still the job
+    /// as stored (if not, the job is read again and the event applied to that), which saves a
+    /// read on paths where every call counts (a cancel). PostgreSQL reads the job again inside
+    /// its transaction.
+    pub async fn apply_seen(
+        &self,
+        seen: JobRecord,
+        event: &JobEvent,
+        now: i64,
+    ) -> Result<Applied, StoreError> {
+        let id = seen.id.clone();
+        self.apply_from(&id, Some(seen), event, now).await
+    }
+
+    async fn apply_from(
+        &self,
+        id: &str,
+        seen: Option<JobRecord>,
+        event: &JobEvent,
+        now: i64,
+    ) -> Result<Applied, StoreError> {
+        let Db::Sqlite(pool) = &self.db else {
+            return self.apply_in_transaction(id, event, now).await;
+        };
+        // A task of its own, so that a caller that goes away (a cancelled RPC) cannot stop the
+        // write between its BEGIN and its COMMIT.
+        let store = self.clone();
+        let pool = pool.clone();
+        let (owned_id, owned_event) = (id.to_owned(), event.clone());
+        let applied = tokio::spawn(async move {
+            store
+                .apply_on_writer(&pool, &owned_id, seen, &owned_event, now)
+                .await
+        })
+        .await
+        .map_err(|e| StoreError::Interrupted(e.to_string()))??;
+        match applied {
+            Some(applied) => Ok(applied),
+            None => self.apply_in_transaction(id, event, now).await,
+        }
+    }
+
+    /// SQLite: [`Store::apply`] on the writer's connection, each transition written with one
+    /// call ([`write_in_one_call`]). `None` for a decision with more log entries than one call
+    /// takes.
+    async fn apply_on_writer(
+        &self,
+        pool: &SqlitePool,
+        id: &str,
+        mut seen: Option<JobRecord>,
+        event: &JobEvent,
+        now: i64,
+    ) -> Result<Option<Applied>, StoreError> {
+        let Some(mut conn) = self.write_turn().await else {
+            return Ok(None);
+        };
+        for _ in 0..MAX_CAS_RETRIES {
+            let job = match seen.take() {
+                Some(job) => job,
+                None => {
+                    let row: Option<JobRow> = sqlx::query_as(SELECT_JOB)
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    JobRecord::try_from(row.ok_or_else(|| StoreError::NotFound(id.to_string()))?)?
+                }
+            };
+            let decision = match job::apply(&job, event, now) {
+                Ok(decision) => decision,
+                Err(refusal) => {
+                    return Ok(Some(Applied {
+                        job,
+                        decision: Err(refusal),
+                        sequence: None,
+                    }));
+                }
+            };
+            let Some(next) = decision.next.clone() else {
+                return Ok(Some(Applied {
+                    job,
+                    decision: Ok(decision),
+                    sequence: None,
+                }));
+            };
+            if decision.log.len() > ONE_CALL_ENTRIES {
+                return Ok(None);
+            }
+            let written = write_in_one_call(&mut conn, &job, next, &decision.log, now).await;
+            let written = match written {
+                Ok(written) => written,
+                Err(e) => {
+                    restore_writer(pool, &mut conn).await;
+                    return Err(e);
+                }
+            };
+            if let Some((next, entries, change)) = written {
+                let sequence = change.sequence;
+                self.publish(entries, change);
+                return Ok(Some(Applied {
+                    job: next,
+                    decision: Ok(decision),
+                    sequence: Some(sequence),
+                }));
+            }
+        }
+        Err(StoreError::Contended)
+    }
+
+    /// [`Store::apply`] as one transaction that reads the job, then writes the decision
+    /// statement by statement (PostgreSQL, and SQLite for a decision with many log entries).
+    async fn apply_in_transaction(
+        &self,
+        id: &str,
+        event: &JobEvent,
+        now: i64,
+    ) -> Result<Applied, StoreError> {
         for _ in 0..MAX_CAS_RETRIES {
             let _turn = self.write_turn().await;
             let written = with_pool!(&self.db, pool => {

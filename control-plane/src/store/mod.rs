@@ -37,6 +37,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the job kept changing under this update; try again")]
     Contended,
+    #[error("a write to the store was interrupted ({0}); try again")]
+    Interrupted(String),
     #[error("user {0} already exists")]
     UserExists(String),
     #[error("user {0} not found")]
@@ -94,8 +96,10 @@ pub struct Store {
     hub: Hub,
     /// SQLite has one writer. Writers queue here, in arrival order, instead of in SQLite's
     /// busy handler, which sleeps in growing steps (up to 100 ms) and made waits long and
-    /// unfair under concurrent cancels. `None` on PostgreSQL.
-    writers: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// unfair under concurrent cancels. The lock holds a connection of its own, outside the
+    /// pool, on which [`Store::apply`] reads and writes: no pool round trips (a ping when a
+    /// connection is returned) on the path of a transition. `None` on PostgreSQL.
+    writers: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
     /// Submits waiting for the next group commit (SQLite; see `Store::submit`).
     submits: Arc<std::sync::Mutex<Vec<jobs::PendingSubmit>>>,
     /// This process's replica id, random at start: the `origin` of what it commits.
@@ -108,7 +112,12 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let replica: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
         let db = Db::connect(url, &replica).await?;
-        let writers = matches!(db, Db::Sqlite(_)).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let writers = match &db {
+            Db::Sqlite(pool) => Some(Arc::new(tokio::sync::Mutex::new(
+                pool.acquire().await?.detach(),
+            ))),
+            Db::Postgres(_) => None,
+        };
         Ok(Store {
             db,
             hub: Hub::new(),
@@ -119,9 +128,11 @@ impl Store {
     }
 
     /// Waits for this process's turn to write (SQLite only).
-    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(crate) async fn write_turn(
+        &self,
+    ) -> Option<tokio::sync::OwnedMutexGuard<sqlx::SqliteConnection>> {
         match &self.writers {
-            Some(lock) => Some(lock.lock().await),
+            Some(lock) => Some(Arc::clone(lock).lock_owned().await),
             None => None,
         }
     }
