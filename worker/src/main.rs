@@ -102,7 +102,10 @@ struct CheckFlags {
     timeout_secs: u64,
 }
 
-#[tokio::main]
+// One thread for the stream to the control plane: a message read from the socket is handled
+// on the thread that read it, with no hand-over between threads that could wait behind a
+// busy core. Job stages run on a runtime of their own (`stage_runtime`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<ExitCode> {
     let flags = Flags::parse();
     tracing_subscriber::fmt()
