@@ -960,6 +960,74 @@ async fn worker_loss_requeues_and_refuses_the_lost_attempt(store: Store) {
     );
 }
 
+/// `current` (the cancel path's read) is the job as stored after every kind of write: a claim,
+/// a single event, a worker's outcome batch, a requeue and a cancel, for jobs that stay live
+/// and jobs that end.
+async fn the_current_job_is_the_job_as_stored_after_every_kind_of_write(store: Store) {
+    async fn same(store: &Store, id: &str, after: &str) {
+        let stored = store.get(id).await.unwrap().unwrap();
+        let current = store.current(id).await.unwrap().unwrap();
+        assert_eq!(current, stored, "after {after}");
+    }
+    let a = store.submit(new_job("demo-fast"), 1).await.unwrap().id;
+    let b = store.submit(new_job("demo-fast"), 1).await.unwrap().id;
+    let c = store.submit(new_job("demo-fast"), 1).await.unwrap().id;
+    for job in [&a, &b, &c] {
+        same(&store, job, "submit").await;
+    }
+    let claimed = store.claim_batch("w1", &reports(), 3, 2).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    for job in [&a, &b, &c] {
+        same(&store, job, "claim").await;
+    }
+    let started = JobEvent::StageStarted {
+        attempt: 1,
+        stage: Stage::Ingest,
+    };
+    store.apply(&a, &started, 3).await.unwrap();
+    same(&store, &a, "stage started").await;
+    store.apply(&b, &cancel(4), 4).await.unwrap();
+    same(&store, &b, "cancel").await;
+    // One batch: b stops (CANCELLED), a finishes (SUCCEEDED).
+    let results = store
+        .apply_batch(
+            &[
+                (b.clone(), finished(1, stopped())),
+                (a.clone(), finished(1, succeeded())),
+            ],
+            5,
+        )
+        .await
+        .unwrap();
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|a| a.sequence.is_some()))
+    );
+    same(&store, &a, "outcome batch").await;
+    same(&store, &b, "outcome batch").await;
+    store.apply(&c, &lost_requeue(1), 6).await.unwrap();
+    same(&store, &c, "requeue").await;
+    let again = store.claim("w2", &reports(), 7).await.unwrap().unwrap();
+    assert_eq!((again.id.as_str(), again.attempt), (c.as_str(), 2));
+    same(&store, &c, "second claim").await;
+    // A cancel that starts from the current job and one that reads it give the same answer.
+    let applied = store.apply(&a, &cancel(8), 8).await.unwrap();
+    assert_eq!(
+        applied.decision.unwrap_err(),
+        Refusal::NotCancellable {
+            status: JobStatus::Succeeded
+        }
+    );
+    let seen = store.current(&c).await.unwrap().unwrap();
+    let applied = store.apply_seen(seen, &cancel(9), 9).await.unwrap();
+    assert_eq!(
+        applied.decision.unwrap().cancel_outcome,
+        Some(CancelOutcome::Cancelling)
+    );
+    same(&store, &c, "cancel of the second attempt").await;
+}
+
 /// `apply_seen` starts from the caller's read; when the job changed since, the compare-and-set
 /// misses and the event is applied to the job as stored — never to the stale copy.
 async fn an_event_applied_to_a_stale_read_applies_to_the_job_as_stored(store: Store) {
@@ -1052,6 +1120,7 @@ conformance!(
     worker_loss_requeues_and_refuses_the_lost_attempt,
     published_changes_reach_subscribers,
     an_event_applied_to_a_stale_read_applies_to_the_job_as_stored,
+    the_current_job_is_the_job_as_stored_after_every_kind_of_write,
     batched_and_single_writes_race_without_deadlock,
     an_outcome_batch_applies_each_outcome_on_its_own,
     batch_claims_and_cancels_race_with_one_winner_each,

@@ -48,12 +48,14 @@ impl JobApi {
             .get(id)
             .await
             .map_err(store_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "job {id} not found: check the id (`presswork jobs list` shows existing jobs)"
-                ))
-            })
+            .ok_or_else(|| not_found(id))
     }
+}
+
+fn not_found(id: &str) -> Status {
+    Status::not_found(format!(
+        "job {id} not found: check the id (`presswork jobs list` shows existing jobs)"
+    ))
 }
 
 type WatchStream<T> = ReceiverStream<Result<T, Status>>;
@@ -194,7 +196,14 @@ impl JobService for JobApi {
             )));
         }
         // Read first, to tell "already terminal" (BR-002) from "finished while we cancelled".
-        let seen = self.existing_job(id).await?;
+        // A running job is usually known from this process's own last commit: no database
+        // call (the compare-and-set below checks it is still current).
+        let seen = self
+            .store()
+            .current(id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| not_found(id))?;
         let now = now_ms();
         let timeout =
             i64::try_from(self.dispatcher.timing().cancel_timeout.as_millis()).unwrap_or(i64::MAX);

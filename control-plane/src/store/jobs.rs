@@ -686,13 +686,16 @@ impl Store {
         &self,
         pool: &SqlitePool,
         id: &str,
-        mut seen: Option<JobRecord>,
+        seen: Option<JobRecord>,
         event: &JobEvent,
         now: i64,
     ) -> Result<Option<Applied>, StoreError> {
         let Some(mut conn) = self.write_turn().await else {
             return Ok(None);
         };
+        // The first try starts from the caller's read or this process's last commit of the job;
+        // a compare-and-set that misses reads it from the database.
+        let mut seen = seen.or_else(|| self.live_copy(id));
         for _ in 0..MAX_CAS_RETRIES {
             let job = match seen.take() {
                 Some(job) => job,
@@ -734,7 +737,7 @@ impl Store {
             };
             if let Some((next, entries, change)) = written {
                 let sequence = change.sequence;
-                self.publish(entries, change);
+                self.publish_job(&next, entries, change);
                 return Ok(Some(Applied {
                     job: next,
                     decision: Ok(decision),
@@ -777,7 +780,7 @@ impl Store {
             });
             if let Some(((next, entries, change), decision)) = written {
                 let sequence = change.sequence;
-                self.publish(entries, change);
+                self.publish_job(&next, entries, change);
                 return Ok(Applied {
                     job: next,
                     decision: Ok(decision),
@@ -936,7 +939,7 @@ impl Store {
             if !claimed.is_empty() {
                 let mut jobs = Vec::with_capacity(claimed.len());
                 for (next, entries, change) in claimed {
-                    self.publish(entries, change);
+                    self.publish_job(&next, entries, change);
                     jobs.push(next);
                 }
                 return Ok(jobs);
@@ -1181,7 +1184,39 @@ impl Store {
         Ok(())
     }
 
+    /// Publishes a committed change of a job whose new state is `job`, and keeps that state as
+    /// the job's [`Store::current`] one while it is running or cancelling.
+    fn publish_job(&self, job: &JobRecord, entries: Vec<LogEntry>, change: JobChange) {
+        self.publish(entries, change);
+        if let Some(live) = &self.live
+            && matches!(job.status, JobStatus::Running | JobStatus::Cancelling)
+            && let Ok(mut live) = live.lock()
+        {
+            live.insert(job.id.clone(), job.clone());
+        }
+    }
+
+    /// The job as this process last committed it, when it is running or cancelling (SQLite),
+    /// else as read from the store. A change committed by a call still under way may not be
+    /// in it yet: callers use it only as the start of a compare-and-set, which then misses and
+    /// reads the job again.
+    pub async fn current(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        match self.live_copy(id) {
+            Some(job) => Ok(Some(job)),
+            None => self.get(id).await,
+        }
+    }
+
+    fn live_copy(&self, id: &str) -> Option<JobRecord> {
+        self.live.as_ref()?.lock().ok()?.get(id).cloned()
+    }
+
     fn publish(&self, entries: Vec<LogEntry>, change: JobChange) {
+        if let Some(live) = &self.live
+            && let Ok(mut live) = live.lock()
+        {
+            live.remove(&change.job.id);
+        }
         for entry in entries {
             let _ = self.hub.log.send(Arc::new(entry));
         }

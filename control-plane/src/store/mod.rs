@@ -100,6 +100,12 @@ pub struct Store {
     /// pool, on which [`Store::apply`] reads and writes: no pool round trips (a ping when a
     /// connection is returned) on the path of a transition. `None` on PostgreSQL.
     writers: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
+    /// SQLite: running and cancelling jobs as this process last committed them, so that a
+    /// cancel and a worker's events need not read the job first (see [`Store::current`]).
+    /// Every commit of a job drops its entry before it is published; the paths that have the
+    /// committed record put it back. Only a starting point for a compare-and-set, never a
+    /// source of truth. `None` on PostgreSQL, where other replicas write too.
+    live: Option<Arc<std::sync::Mutex<std::collections::HashMap<String, crate::job::JobRecord>>>>,
     /// Submits waiting for the next group commit (SQLite; see `Store::submit`).
     submits: Arc<std::sync::Mutex<Vec<jobs::PendingSubmit>>>,
     /// This process's replica id, random at start: the `origin` of what it commits.
@@ -118,10 +124,12 @@ impl Store {
             ))),
             Db::Postgres(_) => None,
         };
+        let live = writers.as_ref().map(|_| Arc::default());
         Ok(Store {
             db,
             hub: Hub::new(),
             writers,
+            live,
             submits: Arc::default(),
             replica,
         })
