@@ -1078,6 +1078,22 @@ async fn an_event_applied_to_a_stale_read_applies_to_the_job_as_stored(store: St
         "{kept:?}"
     );
 
+    // A stale read of a cancelling job that has since stopped: not "a cancel is in
+    // progress" (what the copy would say, writing nothing), but refused as the job is now.
+    let cancelling = applied.job.clone();
+    store
+        .apply(&queued.id, &finished(cancelling.attempt, stopped()), 4)
+        .await
+        .unwrap();
+    let again = store.apply_seen(cancelling, &cancel(4), 4).await.unwrap();
+    assert_eq!(
+        again.decision.unwrap_err(),
+        Refusal::NotCancellable {
+            status: JobStatus::Cancelled
+        }
+    );
+    assert_eq!(again.job.status, JobStatus::Cancelled);
+
     // A stale read of a job that has since finished: refused as the job is now.
     let done = store.submit(new_job("demo-fast"), 4).await.unwrap();
     let running = store.claim("w1", &reports(), 5).await.unwrap().unwrap();

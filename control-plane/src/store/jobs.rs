@@ -639,8 +639,9 @@ impl Store {
     /// As [`Store::apply`], starting from `seen`, the job as the caller has just read it: on
     /// SQLite the state machine runs on it and the compare-and-set checks it is still the job
     /// as stored (if not, the job is read again and the event applied to that), which saves a
-    /// read on paths where every call counts (a cancel). PostgreSQL reads the job again inside
-    /// its transaction.
+    /// read on paths where every call counts (a cancel). A decision that writes nothing is
+    /// made again on the job as stored unless `seen` is terminal. PostgreSQL reads the job
+    /// again inside its transaction.
     pub async fn apply_seen(
         &self,
         seen: JobRecord,
@@ -697,18 +698,26 @@ impl Store {
         // a compare-and-set that misses reads it from the database.
         let mut seen = seen.or_else(|| self.live_copy(id));
         for _ in 0..MAX_CAS_RETRIES {
-            let job = match seen.take() {
-                Some(job) => job,
+            // A copy is checked by the compare-and-set when the decision writes; a decision
+            // that writes nothing (a refusal, an idempotent repeat) is only taken from the job
+            // as stored, or from a terminal copy (terminal states never change).
+            let (job, checked) = match seen.take() {
+                Some(job) => {
+                    let terminal = job.status.is_terminal();
+                    (job, terminal)
+                }
                 None => {
                     let row: Option<JobRow> = sqlx::query_as(SELECT_JOB)
                         .bind(id)
                         .fetch_optional(&mut *conn)
                         .await?;
-                    JobRecord::try_from(row.ok_or_else(|| StoreError::NotFound(id.to_string()))?)?
+                    let row = row.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+                    (JobRecord::try_from(row)?, true)
                 }
             };
             let decision = match job::apply(&job, event, now) {
                 Ok(decision) => decision,
+                Err(_) if !checked => continue,
                 Err(refusal) => {
                     return Ok(Some(Applied {
                         job,
@@ -718,6 +727,9 @@ impl Store {
                 }
             };
             let Some(next) = decision.next.clone() else {
+                if !checked {
+                    continue;
+                }
                 return Ok(Some(Applied {
                     job,
                     decision: Ok(decision),
