@@ -183,17 +183,15 @@ macro_rules! append_log_and_event {
     }};
 }
 
-/// Writes `next`, the state `decision` gives `job`, inside `tx`: a compare-and-set on the
-/// version. Evaluates to `Some(next)` with its new version, or `None` when the version moved
-/// (lost the race).
-macro_rules! update_job {
-    ($tx:expr, $job:expr, $next:expr) => {{
-        let mut next: JobRecord = $next;
-        next.version = $job.version + 1;
-        let cols = JobColumns::of(&next);
-        let updated = sqlx::query(UPDATE_JOB)
+/// Binds the parameters of [`UPDATE_JOB`] (`$1`–`$23`) to `query`: job `next` (its version
+/// already the new one) replacing version `from`.
+macro_rules! bind_update {
+    ($query:expr, $from:expr, $next:expr) => {{
+        let next: &JobRecord = &$next;
+        let cols = JobColumns::of(next);
+        $query
             .bind(&next.id)
-            .bind($job.version)
+            .bind($from)
             .bind(next.status.short_name())
             .bind(next.stage.short_name())
             .bind(next.progress)
@@ -215,6 +213,17 @@ macro_rules! update_job {
             .bind(cols.cancel.stop_duration_us)
             .bind(cols.cancel.resolution)
             .bind(cols.cancel.past_point_of_no_return)
+    }};
+}
+
+/// Writes `next`, the state `decision` gives `job`, inside `tx`: a compare-and-set on the
+/// version. Evaluates to `Some(next)` with its new version, or `None` when the version moved
+/// (lost the race).
+macro_rules! update_job {
+    ($tx:expr, $job:expr, $next:expr) => {{
+        let mut next: JobRecord = $next;
+        next.version = $job.version + 1;
+        let updated = bind_update!(sqlx::query(UPDATE_JOB), $job.version, next)
             .execute(&mut *$tx)
             .await?
             .rows_affected();
@@ -293,31 +302,7 @@ async fn write_in_one_call(
 ) -> Result<Option<(JobRecord, Vec<LogEntry>, JobChange)>, StoreError> {
     next.version = job.version + 1;
     let wire = job_to_wire(&next);
-    let cols = JobColumns::of(&next);
-    let mut query = sqlx::query(one_call_sql(drafts.len()))
-        .bind(&next.id)
-        .bind(job.version)
-        .bind(next.status.short_name())
-        .bind(next.stage.short_name())
-        .bind(next.progress)
-        .bind(i64::from(next.attempt))
-        .bind(&next.worker_id)
-        .bind(next.version)
-        .bind(next.started_at)
-        .bind(next.finished_at)
-        .bind(&next.error)
-        .bind(&next.output)
-        .bind(cols.cancel.requested_by)
-        .bind(cols.cancel.reason)
-        .bind(cols.cancel.requested_at)
-        .bind(cols.cancel.deadline)
-        .bind(cols.cancel.delivered_at)
-        .bind(cols.cancel.acknowledged_at)
-        .bind(cols.cancel.stopped_at)
-        .bind(cols.cancel.stopped_stage)
-        .bind(cols.cancel.stop_duration_us)
-        .bind(cols.cancel.resolution)
-        .bind(cols.cancel.past_point_of_no_return)
+    let mut query = bind_update!(sqlx::query(one_call_sql(drafts.len())), job.version, next)
         .bind(now)
         .bind(wire.encode_to_vec());
     for draft in drafts {
