@@ -174,6 +174,21 @@ impl Report {
         self.notes.push(note.into());
     }
 
+    /// The "inconsistent outcomes" row (target zero): the samples found wrong, whose first
+    /// five reasons become notes, plus `more` found otherwise (a state changed after it was
+    /// terminal).
+    pub fn inconsistent<'a>(&mut self, wrong: impl IntoIterator<Item = &'a String>, more: usize) {
+        let wrong: Vec<&String> = wrong.into_iter().collect();
+        self.push(Row::count(
+            "inconsistent outcomes",
+            wrong.len() + more,
+            Some(Target::Zero),
+        ));
+        for why in wrong.iter().take(5) {
+            self.note(why.as_str());
+        }
+    }
+
     /// The table, as printed and as pasted into docs/benchmarks.md.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -1086,13 +1086,7 @@ async fn an_event_applied_to_a_stale_read_applies_to_the_job_as_stored(store: St
         .await
         .unwrap();
     let again = store.apply_seen(cancelling, &cancel(4), 4).await.unwrap();
-    assert_eq!(
-        again.decision.unwrap_err(),
-        Refusal::NotCancellable {
-            status: JobStatus::Cancelled
-        }
-    );
-    assert_eq!(again.job.status, JobStatus::Cancelled);
+    assert_refused_as_stored(again, JobStatus::Cancelled);
 
     // A stale read of a job that has since finished: refused as the job is now.
     let done = store.submit(new_job("demo-fast"), 4).await.unwrap();
@@ -1102,14 +1096,18 @@ async fn an_event_applied_to_a_stale_read_applies_to_the_job_as_stored(store: St
         .await
         .unwrap();
     let late = store.apply_seen(running, &cancel(7), 7).await.unwrap();
+    assert_refused_as_stored(late, JobStatus::Succeeded);
+}
+
+/// A cancel refused because the job is `status` (BR-002): the answer carries the job as
+/// stored, and nothing was written.
+fn assert_refused_as_stored(applied: presswork_control_plane::store::Applied, status: JobStatus) {
     assert_eq!(
-        late.decision.unwrap_err(),
-        Refusal::NotCancellable {
-            status: JobStatus::Succeeded
-        }
+        applied.decision.unwrap_err(),
+        Refusal::NotCancellable { status }
     );
-    assert_eq!(late.job.status, JobStatus::Succeeded);
-    assert!(late.sequence.is_none());
+    assert_eq!(applied.job.status, status);
+    assert!(applied.sequence.is_none());
 }
 
 async fn published_changes_reach_subscribers(store: Store) {

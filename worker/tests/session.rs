@@ -9,7 +9,6 @@ use std::time::Duration;
 use presswork_proto::v1::Stage;
 use presswork_proto::v1::connect_request::Msg;
 use presswork_proto::v1::job_finished::Result as Outcome;
-use tokio::net::TcpListener;
 
 use support::*;
 
@@ -122,24 +121,11 @@ async fn a_worker_cut_off_past_its_lease_cancels_its_jobs() {
     stream.send(assign("job-f", "demo-slow", &[]));
     stream.until_stage(Stage::Ingest).await;
 
-    // The control plane disappears: the stream ends and nothing listens any more.
-    h.server.abort();
-    drop(stream);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !is_empty(h.work.path()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the job was not fenced"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    // Back on the same address: the worker reports the fenced job's outcome.
-    let listener = TcpListener::bind(h.addr).await.expect("bind again");
-    let (server, streams) = serve(listener);
-    h.server = server;
-    h.streams = streams;
-    let (mut stream, hello) = h.next_stream().await;
+    // The control plane disappears until the job is fenced, then is back on the same
+    // address: the worker reports the fenced job's outcome.
+    let (mut stream, hello) = h
+        .away_until_work_is_gone(stream, "the job was not fenced")
+        .await;
     assert_eq!(hello.known, vec![attempt("job-f")]);
     let finished = stream.outcome().await;
     let Some(Outcome::Cancelled(cancelled)) = finished.result else {
@@ -167,23 +153,10 @@ async fn a_fenced_job_that_ignores_its_token_is_aborted_half_a_lease_later() {
     ));
     stream.until_stage(Stage::Ingest).await;
 
-    h.server.abort();
-    drop(stream);
     // Fenced after 0.4 s, aborted 0.2 s later: its work directory goes with it.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !is_empty(h.work.path()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stuck fenced job was not aborted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    let listener = TcpListener::bind(h.addr).await.expect("bind again");
-    let (server, streams) = serve(listener);
-    h.server = server;
-    h.streams = streams;
-    let (mut stream, _) = h.next_stream().await;
+    let (mut stream, _) = h
+        .away_until_work_is_gone(stream, "the stuck fenced job was not aborted")
+        .await;
     let finished = stream.outcome().await;
     let Some(Outcome::Cancelled(cancelled)) = finished.result else {
         panic!("expected a cancel, got {finished:?}");

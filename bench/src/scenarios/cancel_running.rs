@@ -107,19 +107,10 @@ async fn measure(
         column(|s| s.shown),
         Some(Target::p99_ms(1000.0, "1 s (story)")),
     ));
-    let wrong: Vec<&String> = samples
-        .iter()
-        .filter_map(|s| s.inconsistent.as_ref())
-        .collect();
-    let after_terminal = observer.with(|s| s.after_terminal);
-    report.push(Row::count(
-        "inconsistent outcomes",
-        wrong.len() + after_terminal,
-        Some(Target::Zero),
-    ));
-    for why in wrong.iter().take(5) {
-        report.note(why.to_string());
-    }
+    report.inconsistent(
+        samples.iter().filter_map(|s| s.inconsistent.as_ref()),
+        observer.with(|s| s.after_terminal),
+    );
     Ok(report)
 }
 

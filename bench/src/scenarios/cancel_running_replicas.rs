@@ -269,19 +269,10 @@ async fn measure(cluster: &Cluster, settings: &Settings) -> anyhow::Result<(Repo
             .collect(),
         None,
     ));
-    let wrong: Vec<&String> = samples
-        .iter()
-        .filter_map(|s| s.inconsistent.as_ref())
-        .collect();
-    let after_terminal = on_a.with(|s| s.after_terminal) + on_b.with(|s| s.after_terminal);
-    report.push(Row::count(
-        "inconsistent outcomes",
-        wrong.len() + after_terminal,
-        Some(Target::Zero),
-    ));
-    for why in wrong.iter().take(5) {
-        report.note(why.to_string());
-    }
+    report.inconsistent(
+        samples.iter().filter_map(|s| s.inconsistent.as_ref()),
+        on_a.with(|s| s.after_terminal) + on_b.with(|s| s.after_terminal),
+    );
     let load = burst(cluster, &on_a, 2, burst_size(settings)).await?;
     Ok((report, load))
 }

@@ -132,18 +132,10 @@ async fn measure(
         leaked,
         Some(Target::Zero),
     ));
-    let wrong: Vec<&String> = samples
-        .iter()
-        .filter_map(|s| s.inconsistent.as_ref())
-        .collect();
-    report.push(Row::count(
-        "inconsistent outcomes",
-        wrong.len() + observer.with(|s| s.after_terminal),
-        Some(Target::Zero),
-    ));
-    for why in wrong.iter().take(5) {
-        report.note(why.to_string());
-    }
+    report.inconsistent(
+        samples.iter().filter_map(|s| s.inconsistent.as_ref()),
+        observer.with(|s| s.after_terminal),
+    );
     if matches!(variant, Variant::ForceStop { .. }) {
         report.note(
             "By design (AC-007) a timed-out cancel is FAILED at the deadline and ForceStop follows, so FAILED is shown just before the child is dead: \"terminal shown − child dead\" is negative here, and the job says \"manual cancellation attempt timed out\", not that it stopped; the worker keeps the slot quarantined until the stage has really ended.",

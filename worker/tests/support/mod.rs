@@ -118,6 +118,24 @@ impl Harness {
         (stream, hello)
     }
 
+    /// The control plane goes away (its server and `stream` end) and stays away until every
+    /// job's work directory is gone (`what` says what did not happen otherwise); then it is
+    /// back on the same address and the worker's next stream is returned.
+    pub async fn away_until_work_is_gone(&mut self, stream: Stream, what: &str) -> (Stream, Hello) {
+        self.server.abort();
+        drop(stream);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !is_empty(self.work.path()) {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let listener = TcpListener::bind(self.addr).await.expect("bind again");
+        let (server, streams) = serve(listener);
+        self.server = server;
+        self.streams = streams;
+        self.next_stream().await
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         let result = tokio::time::timeout(PATIENCE, self.worker)
