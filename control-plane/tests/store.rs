@@ -1141,7 +1141,7 @@ conformance!(
     an_outcome_batch_and_cancels_race_consistently,
 );
 
-/// SQLite writes a transition with one multi-statement call in a transaction of its own. When a
+/// SQLite writes a transition on the calling thread in a transaction of its own. When a
 /// statement of it fails after the job's row was updated, the transaction is rolled back: the
 /// job is unchanged, nothing is published, and the database takes writes again at once (an open
 /// transaction would hold SQLite's write lock).
@@ -1163,7 +1163,7 @@ async fn sqlite_a_failed_transition_leaves_the_job_unchanged_and_the_database_wr
     let mut changes = store.hub().subscribe_jobs();
     let failed = store.apply(&job.id, &cancel(3), 3).await;
     assert!(
-        matches!(failed, Err(StoreError::Database(_))),
+        matches!(failed, Err(StoreError::Sqlite(_))),
         "expected a database error, got {failed:?}"
     );
     assert_eq!(store.get(&job.id).await.unwrap().unwrap(), claimed);
@@ -1189,4 +1189,42 @@ async fn sqlite_a_failed_transition_leaves_the_job_unchanged_and_the_database_wr
     .await
     .expect("a pooled write waited for SQLite's write lock")
     .unwrap();
+}
+
+/// On SQLite a transition is written on the calling thread by a connection that never waits for
+/// a lock. When another process holds SQLite's write lock (here an open `BEGIN IMMEDIATE`; in
+/// practice `presswork-control-plane users …`), the transition is not refused: it waits on
+/// sqlx's connection, and is written once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_transition_waits_while_another_process_holds_the_write_lock() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("presswork.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    let job = store.submit(new_job("demo-fast"), 1).await.unwrap();
+    let claimed = store.claim("w1", &reports(), 2).await.unwrap().unwrap();
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let cancelling = tokio::spawn({
+        let (store, id) = (store.clone(), job.id.clone());
+        async move { store.apply(&id, &cancel(3), 3).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !cancelling.is_finished(),
+        "the transition ended while another connection held the write lock: {:?}",
+        cancelling.await
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let applied = tokio::time::timeout(std::time::Duration::from_secs(10), cancelling)
+        .await
+        .expect("the transition still waits after the lock was released")
+        .unwrap()
+        .unwrap();
+    assert_eq!(applied.job.status, JobStatus::Cancelling);
+    assert_eq!(applied.job.version, claimed.version + 1);
+    assert_eq!(store.get(&job.id).await.unwrap().unwrap(), applied.job);
 }

@@ -37,6 +37,7 @@ pub(crate) fn store_status(e: StoreError) -> Status {
             "report {name} was changed by someone else meanwhile (it is now at version {current}): read it again and re-apply your change"
         )),
         StoreError::Database(_)
+        | StoreError::Sqlite(_)
         | StoreError::Migrate(_)
         | StoreError::Corrupt(_)
         | StoreError::Interrupted(_) => {

@@ -15,7 +15,7 @@ use super::StoreError;
 
 /// WAL pages after which a commit checkpoints by itself, should the background checkpoint
 /// fall behind (SQLite's default is 1000).
-const WAL_AUTOCHECKPOINT_PAGES: u32 = 20_000;
+pub(crate) const WAL_AUTOCHECKPOINT_PAGES: u32 = 20_000;
 
 /// The active database.
 #[derive(Clone, Debug)]
@@ -125,6 +125,20 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// The file of the SQLite database at `url`, for connections outside sqlx's pool
+/// (`store::inline`). An in-memory database is refused: each connection would see its own.
+pub(crate) fn sqlite_file(url: &str) -> Result<std::path::PathBuf, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || url.contains("mode=memory")
+    {
+        return Err(StoreError::Database(sqlx::Error::Configuration(
+            format!("the SQLite database {url:?} is in memory, where each connection sees a database of its own: use a file, sqlite:///absolute/path.db").into(),
+        )));
+    }
+    Ok(path.to_path_buf())
 }
 
 fn migrator(files: &[&'static str]) -> Migrator {

@@ -4,15 +4,14 @@
 //! transaction.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use presswork_proto::v1::{JobStatus, LogEntry, LogLevel, ReportConfig, Stage};
 use prost::Message;
-use sqlx::Row;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use tracing::{error, warn};
 
-use super::backend::{Db, Engine, with_pool};
+use super::backend::{Engine, with_pool};
+use super::inline::{self, Binds};
 use super::rows::{JobColumns, JobRow, LogRow, job_columns, job_to_wire, log_columns};
 use super::{JobChange, Store, StoreError};
 use crate::job::{self, Decision, JobEvent, JobRecord, LogDraft, Refusal};
@@ -251,86 +250,47 @@ macro_rules! write_decision {
     }};
 }
 
-/// The most log entries a transition may carry and still be written in one call on SQLite;
-/// a decision with more is written statement by statement (none has more today).
-const ONE_CALL_ENTRIES: usize = 4;
-
-/// SQLite: a transition's compare-and-set, its log entries and its change event as one
-/// multi-statement query in one transaction, so that the connection's thread is woken once per
-/// transition rather than once per statement. Each wake-up is a chance to wait behind a busy
-/// core (up to a scheduler tick), and a cancel's latency is the sum of them.
-///
-/// Parameters: those of [`UPDATE_JOB`] (`$1`–`$23`), the time (`$24`), the change event's
-/// payload (`$25`), then five per log entry (level, event, actor, stage, message). Each insert
-/// runs only if the statement before it changed a row (`changes()`), so when the version moved
-/// nothing is written and no row comes back; otherwise one row per log entry (its id) and one
-/// for the event (its sequence), in that order.
-fn one_call_sql(entries: usize) -> &'static str {
-    static SQL: OnceLock<Vec<String>> = OnceLock::new();
-    SQL.get_or_init(|| {
-        (0..=ONE_CALL_ENTRIES)
-            .map(|n| {
-                let mut sql = format!("BEGIN IMMEDIATE; {UPDATE_JOB}; ");
-                for p in (0..n).map(|i| 26 + 5 * i) {
-                    sql += &format!(
-                        "INSERT INTO job_log (job_id, at, level, event, actor, stage, attempt, message) \
-                         SELECT $1, $24, ${}, ${}, ${}, ${}, $6, ${} WHERE changes() = 1 RETURNING id; ",
-                        p,
-                        p + 1,
-                        p + 2,
-                        p + 3,
-                        p + 4
-                    );
-                }
-                sql + "INSERT INTO job_events (job_id, version, at, payload) \
-                       SELECT $1, $8, $24, $25 WHERE changes() = 1 RETURNING seq; COMMIT"
-            })
-            .collect()
-    })[entries]
-        .as_str()
-}
-
-/// Writes `next` (the state a decision gives `job`), its log entries `drafts` and its change
-/// event with [`one_call_sql`]. `Some((next, entries, change))`, or `None` when the version
-/// moved (lost the race). After an error, the caller must [`restore_writer`].
-async fn write_in_one_call(
-    conn: &mut SqliteConnection,
+/// SQLite: writes `next` (the state a decision gives `job`), its log entries `drafts` and its
+/// change event in one transaction on `conn`, on the calling thread (`store::inline`): the
+/// compare-and-set, the inserts and the commit are function calls, not hand-overs to a
+/// connection's thread. `Some((next, entries, change))`, or `None` when the version moved (lost
+/// the race; nothing is written). A busy database is an error [`is_busy`] recognises; after any
+/// error the caller must [`restore_writer`].
+fn write_inline(
+    conn: &mut rusqlite::Connection,
     job: &JobRecord,
     mut next: JobRecord,
     drafts: &[LogDraft],
     now: i64,
-) -> Result<Option<(JobRecord, Vec<LogEntry>, JobChange)>, StoreError> {
+) -> Result<Option<(JobRecord, Vec<LogEntry>, JobChange)>, rusqlite::Error> {
     next.version = job.version + 1;
-    let wire = job_to_wire(&next);
-    let mut query = bind_update!(sqlx::query(one_call_sql(drafts.len())), job.version, next)
-        .bind(now)
-        .bind(wire.encode_to_vec());
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let updated = bind_update!(Binds::default(), job.version, next).execute(&tx, UPDATE_JOB)?;
+    if updated != 1 {
+        return Ok(None);
+    }
+    let mut entries = Vec::with_capacity(drafts.len());
     for draft in drafts {
-        query = query
+        let id = Binds::default()
+            .bind(&next.id)
+            .bind(now)
             .bind(draft.level.as_str_name())
             .bind(draft.event)
             .bind(&draft.actor)
             .bind(draft.stage.short_name())
-            .bind(&draft.message);
-    }
-    let rows = query.fetch_all(&mut *conn).await?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    if rows.len() != drafts.len() + 1 {
-        return Err(StoreError::Corrupt(format!(
-            "job {}: writing a transition returned {} rows, expected {}",
-            next.id,
-            rows.len(),
-            drafts.len() + 1
-        )));
-    }
-    let mut entries = Vec::with_capacity(drafts.len());
-    for (row, draft) in rows.iter().zip(drafts) {
-        let id: i64 = row.try_get(0)?;
+            .bind(i64::from(next.attempt))
+            .bind(&draft.message)
+            .query_i64(&tx, INSERT_LOG)?;
         entries.push(log_entry(id, &next, now, draft));
     }
-    let seq: i64 = rows[drafts.len()].try_get(0)?;
+    let wire = job_to_wire(&next);
+    let seq = Binds::default()
+        .bind(&next.id)
+        .bind(next.version)
+        .bind(now)
+        .bind(wire.encode_to_vec())
+        .query_i64(&tx, INSERT_EVENT)?;
+    tx.commit()?;
     let change = JobChange {
         sequence: seq as u64,
         job: wire,
@@ -339,19 +299,19 @@ async fn write_in_one_call(
     Ok(Some((next, entries, change)))
 }
 
-/// After a failed [`write_in_one_call`]: rolls back what its transaction may have left open
-/// (SQLite has already rolled back after some errors; the "no transaction" answer is then
-/// expected), or, if the connection no longer answers, replaces it with a new one.
-async fn restore_writer(pool: &SqlitePool, conn: &mut SqliteConnection) {
-    let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await else {
-        return;
-    };
-    if e.to_string().contains("no transaction is active") {
+/// After a failed [`write_inline`]: makes sure no transaction is left open on the writer's
+/// connection (which would hold SQLite's write lock), replacing the connection if it cannot
+/// roll back.
+fn restore_writer(conn: &mut rusqlite::Connection, path: &std::path::Path) {
+    if conn.is_autocommit() {
         return;
     }
+    let Err(e) = conn.execute_batch("ROLLBACK") else {
+        return;
+    };
     warn!(error = %e, "the SQLite writer connection failed to roll back; opening a new one");
-    match pool.acquire().await {
-        Ok(fresh) => *conn = fresh.detach(),
+    match inline::open(path, true) {
+        Ok(fresh) => *conn = fresh,
         Err(e) => {
             error!(error = %e, "could not open a new SQLite writer connection; writes will fail until the database is reachable again")
         }
@@ -644,39 +604,25 @@ impl Store {
         event: &JobEvent,
         now: i64,
     ) -> Result<Applied, StoreError> {
-        let Db::Sqlite(pool) = &self.db else {
-            return self.apply_in_transaction(id, event, now).await;
-        };
-        // A task of its own, so that a caller that goes away (a cancelled RPC) cannot stop the
-        // write between its BEGIN and its COMMIT.
-        let store = self.clone();
-        let pool = pool.clone();
-        let (owned_id, owned_event) = (id.to_owned(), event.clone());
-        let applied = tokio::spawn(async move {
-            store
-                .apply_on_writer(&pool, &owned_id, seen, &owned_event, now)
-                .await
-        })
-        .await
-        .map_err(|e| StoreError::Interrupted(e.to_string()))??;
-        match applied {
+        match self.apply_on_writer(id, seen, event, now).await? {
             Some(applied) => Ok(applied),
             None => self.apply_in_transaction(id, event, now).await,
         }
     }
 
-    /// SQLite: [`Store::apply`] on the writer's connection, each transition written with one
-    /// call ([`write_in_one_call`]). `None` for a decision with more log entries than one call
-    /// takes.
+    /// SQLite: [`Store::apply`] on the writer's connection, each transition written on the
+    /// calling thread ([`write_inline`]). Between its `BEGIN` and its `COMMIT` there is no
+    /// `await`, so a caller that goes away (a cancelled RPC) cannot leave a transaction open.
+    /// `None` on PostgreSQL, and when the database was busy (another process writing): then
+    /// [`Store::apply_in_transaction`] waits for it.
     async fn apply_on_writer(
         &self,
-        pool: &SqlitePool,
         id: &str,
         seen: Option<JobRecord>,
         event: &JobEvent,
         now: i64,
     ) -> Result<Option<Applied>, StoreError> {
-        let Some(mut conn) = self.write_turn().await else {
+        let (Some(mut conn), Some(readers)) = (self.write_turn().await, &self.readers) else {
             return Ok(None);
         };
         // The first try starts from the caller's read or this process's last commit of the job;
@@ -692,12 +638,11 @@ impl Store {
                     (job, terminal)
                 }
                 None => {
-                    let row: Option<JobRow> = sqlx::query_as(SELECT_JOB)
-                        .bind(id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                    let row = row.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-                    (JobRecord::try_from(row)?, true)
+                    let row = self.get(id).await?;
+                    (
+                        row.ok_or_else(|| StoreError::NotFound(id.to_string()))?,
+                        true,
+                    )
                 }
             };
             let decision = match job::apply(&job, event, now) {
@@ -721,15 +666,14 @@ impl Store {
                     sequence: None,
                 }));
             };
-            if decision.log.len() > ONE_CALL_ENTRIES {
-                return Ok(None);
-            }
-            let written = write_in_one_call(&mut conn, &job, next, &decision.log, now).await;
-            let written = match written {
+            let written = match write_inline(&mut conn, &job, next, &decision.log, now) {
                 Ok(written) => written,
                 Err(e) => {
-                    restore_writer(pool, &mut conn).await;
-                    return Err(e);
+                    restore_writer(&mut conn, readers.path());
+                    if inline::is_busy(&e) {
+                        return Ok(None);
+                    }
+                    return Err(e.into());
                 }
             };
             if let Some((next, entries, change)) = written {

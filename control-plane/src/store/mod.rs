@@ -6,6 +6,7 @@
 
 mod backend;
 mod follow;
+mod inline;
 mod jobs;
 mod reports;
 mod rows;
@@ -31,6 +32,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// An error of the SQLite connections that run on the calling thread (`store::inline`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unreadable row in the store: {0}")]
@@ -97,9 +101,13 @@ pub struct Store {
     /// SQLite has one writer. Writers queue here, in arrival order, instead of in SQLite's
     /// busy handler, which sleeps in growing steps (up to 100 ms) and made waits long and
     /// unfair under concurrent cancels. The lock holds a connection of its own, outside the
-    /// pool, on which [`Store::apply`] reads and writes: no pool round trips (a ping when a
-    /// connection is returned) on the path of a transition. `None` on PostgreSQL.
-    writers: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
+    /// pool, on which [`Store::apply`] writes a transition on the calling thread
+    /// (`store::inline`): no hand-over to a connection's thread on the path of a cancel.
+    /// `None` on PostgreSQL.
+    writers: Option<Arc<tokio::sync::Mutex<rusqlite::Connection>>>,
+    /// SQLite: read-only connections for reads on the calling thread (the caller's lookup in
+    /// `users`). `None` on PostgreSQL.
+    readers: Option<Arc<inline::Readers>>,
     /// SQLite: running and cancelling jobs as this process last committed them, so that a
     /// cancel and a worker's events need not read the job first (see [`Store::current`]).
     /// Every commit of a job drops its entry before it is published; the paths that have the
@@ -117,18 +125,27 @@ impl Store {
     /// applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let replica: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
+        let file = match url.starts_with("sqlite:") {
+            true => Some(backend::sqlite_file(url)?),
+            false => None,
+        };
         let db = Db::connect(url, &replica).await?;
-        let writers = match &db {
-            Db::Sqlite(pool) => Some(Arc::new(tokio::sync::Mutex::new(
-                pool.acquire().await?.detach(),
-            ))),
-            Db::Postgres(_) => None,
+        let (writers, readers) = match (&db, file) {
+            (Db::Sqlite(_), Some(path)) => {
+                let writer = inline::open(&path, true)?;
+                (
+                    Some(Arc::new(tokio::sync::Mutex::new(writer))),
+                    Some(Arc::new(inline::Readers::new(path))),
+                )
+            }
+            _ => (None, None),
         };
         let live = writers.as_ref().map(|_| Arc::default());
         Ok(Store {
             db,
             hub: Hub::new(),
             writers,
+            readers,
             live,
             submits: Arc::default(),
             replica,
@@ -138,7 +155,7 @@ impl Store {
     /// Waits for this process's turn to write (SQLite only).
     pub(crate) async fn write_turn(
         &self,
-    ) -> Option<tokio::sync::OwnedMutexGuard<sqlx::SqliteConnection>> {
+    ) -> Option<tokio::sync::OwnedMutexGuard<rusqlite::Connection>> {
         match &self.writers {
             Some(lock) => Some(Arc::clone(lock).lock_owned().await),
             None => None,

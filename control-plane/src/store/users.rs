@@ -3,6 +3,7 @@
 use presswork_proto::v1::Role;
 
 use super::backend::with_pool;
+use super::inline::{Binds, is_busy};
 use super::{Store, StoreError};
 
 /// A user as stored. The password hash is an Argon2id PHC string.
@@ -13,6 +14,9 @@ pub struct UserRecord {
     pub role: Role,
     pub disabled: bool,
 }
+
+const SELECT_USER: &str =
+    "SELECT username, password_hash, role, disabled FROM users WHERE username = $1";
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -59,9 +63,31 @@ impl Store {
         Ok(())
     }
 
+    /// The user `username` as stored now: every authenticated call reads it (a disabled
+    /// account is refused at once, whichever process disabled it). On SQLite the read runs on
+    /// the calling thread (`store::inline`), unless the database is busy.
     pub async fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        if let Some(readers) = &self.readers {
+            let read = readers.read(|conn| {
+                Binds::default()
+                    .bind(username)
+                    .query_optional(conn, SELECT_USER, |row| {
+                        Ok(UserRow {
+                            username: row.get(0)?,
+                            password_hash: row.get(1)?,
+                            role: row.get(2)?,
+                            disabled: row.get(3)?,
+                        })
+                    })
+            });
+            match read {
+                Ok(row) => return row.map(UserRecord::try_from).transpose(),
+                Err(e) if is_busy(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let row: Option<UserRow> = with_pool!(&self.db, pool => {
-            sqlx::query_as("SELECT username, password_hash, role, disabled FROM users WHERE username = $1")
+            sqlx::query_as(SELECT_USER)
                 .bind(username)
                 .fetch_optional(pool)
                 .await?
