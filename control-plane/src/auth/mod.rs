@@ -181,8 +181,18 @@ impl Authenticator {
             .map_err(crate::grpc::store_status)?;
         let hash = user
             .as_ref()
-            .map_or(self.dummy_hash.as_str(), |u| u.password_hash.as_str());
-        let matches = verify_password(password, hash);
+            .map_or(self.dummy_hash.as_str(), |u| u.password_hash.as_str())
+            .to_owned();
+        // Argon2id takes tens of milliseconds of CPU by design: off the async threads, so that a
+        // sign-in never delays a cancel.
+        let password = password.to_owned();
+        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .map_err(|e| {
+                Status::internal(format!(
+                    "checking the password failed ({e}); try again, and see the control plane's log if it persists"
+                ))
+            })?;
         match user {
             Some(user) if matches && !user.disabled => {
                 let (token, expires) = self.issuer.issue(&user.username, user.role);
