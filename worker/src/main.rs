@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use presswork_worker::plugin::check::{self, CheckOptions};
 use presswork_worker::plugin::{self, Connectors};
+use presswork_worker::stage_runtime::{self, StagePriority};
 use presswork_worker::{DEFAULT_CAPACITY, DEFAULT_CONTROL_PLANE, DEFAULT_OUTPUT_DIR, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -71,6 +72,12 @@ struct Flags {
         value_delimiter = ','
     )]
     connector_dirs: Vec<PathBuf>,
+    /// The scheduling class of job stages: `idle` (default; any other thread on the host —
+    /// this worker's stream, the control plane — preempts stage work at once, so cancels are
+    /// not delayed by CPU-bound stages) or `normal` (stages compete as equals; for a host
+    /// whose cores are kept busy by other services in the same cgroup).
+    #[arg(long, env = "PRESSWORK_STAGE_PRIORITY", value_enum, default_value_t = StagePriority::Idle)]
+    stage_priority: StagePriority,
     /// How long a cancelled connector has to exit after SIGTERM before its process group is
     /// SIGKILLed, in milliseconds. Keep it below the control plane's --cancel-timeout.
     #[arg(long, env = "PRESSWORK_CONNECTOR_GRACE_MS", value_name = "MS",
@@ -119,6 +126,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         return connector_check(check).await;
     }
 
+    stage_runtime::configure(flags.stage_priority);
     let defaults = WorkerConfig::default();
     let config = WorkerConfig {
         control_plane: flags.control_plane,
