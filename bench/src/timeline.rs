@@ -49,6 +49,16 @@ impl Timeline {
         self.events.get(event).copied()
     }
 
+    /// When the job's token fired: the worker's `fired` line, or (from workers that write
+    /// none) `stopped` less the stop duration the worker reported, which ends later than
+    /// `stopped` and so makes this an early bound.
+    pub fn fired(&self, stop_duration_us: u64) -> Option<u64> {
+        self.at("fired").or_else(|| {
+            self.at("stopped")
+                .map(|stopped| stopped.saturating_sub(stop_duration_us.saturating_mul(1000)))
+        })
+    }
+
     /// When the job's code ended, however it ended.
     pub fn ended(&self) -> Option<u64> {
         ["stopped", "finished", "failed"]
@@ -70,5 +80,15 @@ mod tests {
         assert_eq!(t.ended(), Some(31));
         assert_eq!(t.at("finished"), None);
         assert_eq!(Timeline::parse("started 5\n").ended(), None);
+    }
+
+    #[test]
+    fn the_token_fired_as_the_worker_wrote_it_or_an_early_bound() {
+        let t = Timeline::parse("started 1000\nfired 5000\nstopped 9000\n");
+        assert_eq!(t.fired(7), Some(5000));
+        // Without the line: `stopped` less the reported stop duration (in µs).
+        let t = Timeline::parse("started 1000\nstopped 9000\n");
+        assert_eq!(t.fired(7), Some(2000));
+        assert_eq!(Timeline::parse("started 1000\n").fired(7), None);
     }
 }

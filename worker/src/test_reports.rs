@@ -8,8 +8,9 @@
 //!
 //! Timeline lines are `<event> <monotonic ns> [detail]`:
 //! `started`, `child <ns> <pid>` (busy), `term` / `killed` (busy: the child was sent SIGTERM /
-//! SIGKILL), then exactly one of `finished` (the work completed) or `stopped` (the job saw its
-//! token, or was force-stopped, and its code ended).
+//! SIGKILL), `fired` (coop: when the job's token fired, as the worker recorded it), then
+//! exactly one of `finished` (the work completed) or `stopped` (the job saw its token, or was
+//! force-stopped, and its code ended).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -104,7 +105,11 @@ impl Timeline {
 
     /// Records how the stage ended (`finished` or `stopped`) and passes the result on.
     fn end(&self, result: Result<(), StageError>) -> Result<PathBuf, StageError> {
-        let at = monotonic_ns();
+        self.end_at(result, monotonic_ns())
+    }
+
+    /// As [`Timeline::end`], for an end read on the clock at `at`.
+    fn end_at(&self, result: Result<(), StageError>, at: u64) -> Result<PathBuf, StageError> {
         let event = match &result {
             Ok(()) => "finished",
             Err(StageError::Cancelled) => "stopped",
@@ -132,9 +137,19 @@ pub async fn run(
         Workload::Short { work } => timeline.end(ctx.cancellable(tokio::time::sleep(work)).await),
         Workload::Coop { check_every, max } => {
             let token = ctx.token().clone();
-            // The end is written on the spinning thread itself, the moment it sees the token.
+            let cancelled_for = ctx.cancel_clock();
+            // The end is written on the spinning thread itself, the moment it sees the token,
+            // after when the token fired (read from the job's control block, on this clock).
             tokio::task::spawn_blocking(move || {
-                timeline.end(spin_checking(check_every, max, || token.is_cancelled()))
+                let result = spin_checking(check_every, max, || token.is_cancelled());
+                let at = monotonic_ns();
+                if let Some(since) = cancelled_for() {
+                    // Read after `since`, so that the difference is never before the firing.
+                    let now = monotonic_ns();
+                    let since = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+                    timeline.record("fired", now.saturating_sub(since), "")?;
+                }
+                timeline.end_at(result, at)
             })
             .await
             .unwrap_or_else(|e| {
@@ -277,6 +292,47 @@ mod tests {
         let a = monotonic_ns();
         let b = monotonic_ns();
         assert!(a > 0 && b >= a);
+    }
+
+    /// The timeline of a cancelled `coop` job: when the token fired (as the worker's control
+    /// block recorded it), then when the code stopped, in that order and on the same clock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_coop_job_records_when_its_token_fired_and_when_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, control, _rx) =
+            crate::stages::testing::context(presswork_proto::v1::Stage::Ingest, dir.path());
+        let workload = Workload::Coop {
+            check_every: Duration::from_millis(5),
+            max: Duration::from_secs(30),
+        };
+        let before = monotonic_ns();
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let fired = monotonic_ns();
+            control.cancel(crate::cancel::CancelReason::ForceStopped);
+            fired
+        };
+        let (result, fired) = tokio::join!(run(&ctx, workload, dir.path()), cancel);
+        assert_eq!(result.unwrap_err(), StageError::Cancelled);
+        let text = std::fs::read_to_string(timeline_path(dir.path(), "job-1", 1)).unwrap();
+        let at = |event: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{event} ")))
+                .unwrap_or_else(|| panic!("no {event} in {text:?}"))
+                .parse()
+                .unwrap()
+        };
+        let (recorded, stopped) = (at("fired"), at("stopped"));
+        // The recorded firing is within the cancel call (read just before it) and the stop.
+        assert!(
+            before <= fired && fired <= recorded && recorded <= stopped,
+            "cancel called at {fired}, recorded as fired at {recorded}, stopped at {stopped}"
+        );
+        assert!(
+            recorded - fired < 1_000_000_000,
+            "the firing was recorded {} ns after the cancel call",
+            recorded - fired
+        );
     }
 
     #[test]

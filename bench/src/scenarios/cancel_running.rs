@@ -93,7 +93,7 @@ async fn measure(
         Some(Target::p99_ms(2.0, "2 ms (delivery)")),
     ));
     report.push(Row::latency(
-        "token fired → stage returned (stop_duration_us)",
+        "token fired → outcome (stop_duration_us)",
         column(|s| Some(s.stop_duration_us as i64 * 1000)),
         None,
     ));
@@ -139,7 +139,10 @@ async fn sample(cluster: &Cluster, observer: &Observer, check_ms: u64) -> anyhow
     let stopped = timeline.as_ref().and_then(|t| t.at("stopped"));
     if let Some(stopped) = stopped {
         sample.stopped = Some(between(t0, stopped));
-        sample.fired = Some(between(t0, stopped) - stop_duration_us as i64 * 1000);
+        sample.fired = timeline
+            .as_ref()
+            .and_then(|t| t.fired(stop_duration_us))
+            .map(|at| between(t0, at));
     }
     let terminal_at = seen.terminal_at();
     sample.shown = terminal_at.map(|at| between(t0, at));

@@ -310,7 +310,7 @@ async fn sample(
         round_trip: between(t0, t1),
         cancelling_on_a: since(seen_a.first_in(JobStatus::Cancelling)),
         cancelling_on_b: since(cancelling_on_b),
-        fired: stopped.map(|at| between(t0, at) - stop_duration_us as i64 * 1000),
+        fired: since(timeline.as_ref().and_then(|t| t.fired(stop_duration_us))),
         stopped: since(stopped),
         terminal_on_a: since(seen_a.terminal_at()),
         terminal_on_b: since(seen_b.terminal_at()),

@@ -218,6 +218,13 @@ impl StageContext {
             .map(|(reason, _)| reason.to_string())
     }
 
+    /// Tells, from any thread, how long ago the job's token fired, if it did (for the test
+    /// workloads' timelines).
+    pub(crate) fn cancel_clock(&self) -> impl Fn() -> Option<Duration> + Send + 'static {
+        let control = Arc::clone(&self.control);
+        move || control.stop_cause().map(|(_, since)| since)
+    }
+
     /// Reports how far the stage is, 0.0 to 1.0 (throttled per job).
     pub fn progress(&self, fraction: f64) {
         self.reporter.progress(self.stage, fraction);
