@@ -171,6 +171,7 @@ pub async fn run(mut config: WorkerConfig, shutdown: CancellationToken) -> anyho
         output_dir = %config.output_dir.display(),
         reports = ?reports::available(config.enable_test_reports),
         connectors = ?config.connectors.names(),
+        stage_priority = ?stage_runtime::priority(),
         "worker starting"
     );
     let (connected, connected_rx) = tokio::sync::watch::channel(false);

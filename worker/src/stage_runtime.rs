@@ -51,11 +51,16 @@ pub fn configure(priority: StagePriority) -> bool {
     PRIORITY.set(priority).is_ok()
 }
 
+/// The scheduling class stage threads get (the default until [`configure`] is called).
+pub fn priority() -> StagePriority {
+    PRIORITY.get().copied().unwrap_or_default()
+}
+
 /// The runtime to spawn job pipelines on: the stage runtime, or — if its threads could not be
 /// started — the current one.
 pub fn handle() -> Handle {
     let runtime = RUNTIME.get_or_init(|| {
-        let priority = PRIORITY.get().copied().unwrap_or_default();
+        let priority = priority();
         Builder::new_multi_thread()
             .thread_name("presswork-stage")
             .enable_all()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use presswork_proto::v1::{JobStatus, LogEntry, LogLevel, ReportConfig, Stage};
 use prost::Message;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::backend::{Engine, with_pool};
 use super::inline::{self, Binds};
@@ -141,6 +141,34 @@ pub struct Applied {
     pub sequence: Option<u64>,
 }
 
+/// Binds the parameters of [`INSERT_LOG`] to `query` (sqlx's or [`Binds`]): log entry `draft`
+/// of job `next`'s attempt at time `now`.
+macro_rules! bind_log {
+    ($query:expr, $next:expr, $now:expr, $draft:expr) => {
+        $query
+            .bind(&$next.id)
+            .bind($now)
+            .bind($draft.level.as_str_name())
+            .bind($draft.event)
+            .bind(&$draft.actor)
+            .bind($draft.stage.short_name())
+            .bind(i64::from($next.attempt))
+            .bind(&$draft.message)
+    };
+}
+
+/// Binds the parameters of [`INSERT_EVENT`] to `query`: job `next` changed at `now`, its wire
+/// form `wire` as the payload.
+macro_rules! bind_event {
+    ($query:expr, $next:expr, $now:expr, $wire:expr) => {
+        $query
+            .bind(&$next.id)
+            .bind($next.version)
+            .bind($now)
+            .bind($wire.encode_to_vec())
+    };
+}
+
 /// Appends `drafts` and the change event for `next` inside `tx`; returns the log entries (with
 /// their ids) and the event's sequence.
 macro_rules! append_log_and_event {
@@ -150,25 +178,13 @@ macro_rules! append_log_and_event {
         }
         let mut entries = Vec::with_capacity($drafts.len());
         for draft in $drafts {
-            let id: i64 = sqlx::query_scalar(INSERT_LOG)
-                .bind(&$next.id)
-                .bind($now)
-                .bind(draft.level.as_str_name())
-                .bind(draft.event)
-                .bind(&draft.actor)
-                .bind(draft.stage.short_name())
-                .bind(i64::from($next.attempt))
-                .bind(&draft.message)
+            let id: i64 = bind_log!(sqlx::query_scalar(INSERT_LOG), $next, $now, draft)
                 .fetch_one(&mut *$tx)
                 .await?;
             entries.push(log_entry(id, &$next, $now, draft));
         }
         let wire = job_to_wire(&$next);
-        let seq: i64 = sqlx::query_scalar(INSERT_EVENT)
-            .bind(&$next.id)
-            .bind($next.version)
-            .bind($now)
-            .bind(wire.encode_to_vec())
+        let seq: i64 = bind_event!(sqlx::query_scalar(INSERT_EVENT), $next, $now, wire)
             .fetch_one(&mut *$tx)
             .await?;
         (
@@ -271,25 +287,11 @@ fn write_inline(
     }
     let mut entries = Vec::with_capacity(drafts.len());
     for draft in drafts {
-        let id = Binds::default()
-            .bind(&next.id)
-            .bind(now)
-            .bind(draft.level.as_str_name())
-            .bind(draft.event)
-            .bind(&draft.actor)
-            .bind(draft.stage.short_name())
-            .bind(i64::from(next.attempt))
-            .bind(&draft.message)
-            .query_i64(&tx, INSERT_LOG)?;
+        let id = bind_log!(Binds::default(), next, now, draft).query_i64(&tx, INSERT_LOG)?;
         entries.push(log_entry(id, &next, now, draft));
     }
     let wire = job_to_wire(&next);
-    let seq = Binds::default()
-        .bind(&next.id)
-        .bind(next.version)
-        .bind(now)
-        .bind(wire.encode_to_vec())
-        .query_i64(&tx, INSERT_EVENT)?;
+    let seq = bind_event!(Binds::default(), next, now, wire).query_i64(&tx, INSERT_EVENT)?;
     tx.commit()?;
     let change = JobChange {
         sequence: seq as u64,
@@ -671,6 +673,10 @@ impl Store {
                 Err(e) => {
                     restore_writer(&mut conn, readers.path());
                     if inline::is_busy(&e) {
+                        debug!(
+                            job_id = id,
+                            "the database is busy (another process is writing); writing this transition through the pool, which waits for it"
+                        );
                         return Ok(None);
                     }
                     return Err(e.into());

@@ -125,10 +125,10 @@ impl Store {
     /// applies the migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let replica: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
-        let file = match url.starts_with("sqlite:") {
-            true => Some(backend::sqlite_file(url)?),
-            false => None,
-        };
+        let file = url
+            .starts_with("sqlite:")
+            .then(|| backend::sqlite_file(url))
+            .transpose()?;
         let db = Db::connect(url, &replica).await?;
         let (writers, readers) = match (&db, file) {
             (Db::Sqlite(_), Some(path)) => {
