@@ -1141,21 +1141,47 @@ conformance!(
     an_outcome_batch_and_cancels_race_consistently,
 );
 
+/// A store on a fresh SQLite file with one job claimed by worker `w1`, and a second
+/// connection to the same file (another process, as far as SQLite can tell).
+struct RunningOnSqlite {
+    _dir: tempfile::TempDir,
+    store: Store,
+    job: presswork_control_plane::job::JobRecord,
+    claimed: presswork_control_plane::job::JobRecord,
+    other: sqlx::SqliteConnection,
+}
+
+async fn running_on_sqlite() -> RunningOnSqlite {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("presswork.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    let job = store.submit(new_job("demo-fast"), 1).await.unwrap();
+    let claimed = store.claim("w1", &reports(), 2).await.unwrap().unwrap();
+    let other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    RunningOnSqlite {
+        _dir: dir,
+        store,
+        job,
+        claimed,
+        other,
+    }
+}
+
 /// SQLite writes a transition on the calling thread in a transaction of its own. When a
 /// statement of it fails after the job's row was updated, the transaction is rolled back: the
 /// job is unchanged, nothing is published, and the database takes writes again at once (an open
 /// transaction would hold SQLite's write lock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_failed_transition_leaves_the_job_unchanged_and_the_database_writable() {
-    use sqlx::Connection;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("presswork.db");
-    let url = format!("sqlite://{}", path.display());
-    let store = Store::connect(&url).await.unwrap();
-    let job = store.submit(new_job("demo-fast"), 1).await.unwrap();
-    let claimed = store.claim("w1", &reports(), 2).await.unwrap().unwrap();
+    let RunningOnSqlite {
+        _dir,
+        store,
+        job,
+        claimed,
+        mut other,
+    } = running_on_sqlite().await;
     // Make the change event's insert, the last statement before COMMIT, fail.
-    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query("ALTER TABLE job_events RENAME TO job_events_away")
         .execute(&mut other)
         .await
@@ -1197,13 +1223,13 @@ async fn sqlite_a_failed_transition_leaves_the_job_unchanged_and_the_database_wr
 /// sqlx's connection, and is written once the lock is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_transition_waits_while_another_process_holds_the_write_lock() {
-    use sqlx::Connection;
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("presswork.db").display());
-    let store = Store::connect(&url).await.unwrap();
-    let job = store.submit(new_job("demo-fast"), 1).await.unwrap();
-    let claimed = store.claim("w1", &reports(), 2).await.unwrap().unwrap();
-    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let RunningOnSqlite {
+        _dir,
+        store,
+        job,
+        claimed,
+        mut other,
+    } = running_on_sqlite().await;
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut other)
         .await
