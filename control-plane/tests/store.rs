@@ -1143,13 +1143,14 @@ conformance!(
 
 /// A store on a fresh SQLite file with one job claimed by worker `w1`, and a second
 /// connection to the same file (another process, as far as SQLite can tell).
-struct RunningOnSqlite {
-    _dir: tempfile::TempDir,
-    store: Store,
-    job: presswork_control_plane::job::JobRecord,
-    claimed: presswork_control_plane::job::JobRecord,
-    other: sqlx::SqliteConnection,
-}
+/// The file's directory, the store, the job as submitted and as claimed, the other connection.
+struct RunningOnSqlite(
+    tempfile::TempDir,
+    Store,
+    presswork_control_plane::job::JobRecord,
+    presswork_control_plane::job::JobRecord,
+    sqlx::SqliteConnection,
+);
 
 async fn running_on_sqlite() -> RunningOnSqlite {
     use sqlx::Connection;
@@ -1159,13 +1160,7 @@ async fn running_on_sqlite() -> RunningOnSqlite {
     let job = store.submit(new_job("demo-fast"), 1).await.unwrap();
     let claimed = store.claim("w1", &reports(), 2).await.unwrap().unwrap();
     let other = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    RunningOnSqlite {
-        _dir: dir,
-        store,
-        job,
-        claimed,
-        other,
-    }
+    RunningOnSqlite(dir, store, job, claimed, other)
 }
 
 /// SQLite writes a transition on the calling thread in a transaction of its own. When a
@@ -1174,13 +1169,7 @@ async fn running_on_sqlite() -> RunningOnSqlite {
 /// transaction would hold SQLite's write lock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_failed_transition_leaves_the_job_unchanged_and_the_database_writable() {
-    let RunningOnSqlite {
-        _dir,
-        store,
-        job,
-        claimed,
-        mut other,
-    } = running_on_sqlite().await;
+    let RunningOnSqlite(_dir, store, job, claimed, mut other) = running_on_sqlite().await;
     // Make the change event's insert, the last statement before COMMIT, fail.
     sqlx::query("ALTER TABLE job_events RENAME TO job_events_away")
         .execute(&mut other)
@@ -1223,13 +1212,7 @@ async fn sqlite_a_failed_transition_leaves_the_job_unchanged_and_the_database_wr
 /// sqlx's connection, and is written once the lock is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_transition_waits_while_another_process_holds_the_write_lock() {
-    let RunningOnSqlite {
-        _dir,
-        store,
-        job,
-        claimed,
-        mut other,
-    } = running_on_sqlite().await;
+    let RunningOnSqlite(_dir, store, job, claimed, mut other) = running_on_sqlite().await;
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut other)
         .await
