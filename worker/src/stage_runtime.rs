@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::runtime::{Builder, Handle, Runtime};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// The time slice a stage thread asks for: long against the default (0.7–3 ms) so that every
 /// ordinary thread that wakes up preempts it, short enough to stay well inside the kernel's
@@ -65,7 +65,15 @@ pub fn handle() -> Handle {
             .thread_name("presswork-stage")
             .enable_all()
             .on_thread_start(move || {
-                schedule_stage_thread(priority, STAGE_SLICE);
+                if !schedule_stage_thread(priority, STAGE_SLICE) {
+                    static TOLD: std::sync::Once = std::sync::Once::new();
+                    TOLD.call_once(|| {
+                        debug!(
+                            ?priority,
+                            "the kernel kept its own scheduling for stage threads (an older kernel, another OS, or a policy set from outside): cancels of CPU-bound stages may wait a few milliseconds longer"
+                        )
+                    });
+                }
             })
             .build()
             .map_err(|e| {
