@@ -39,8 +39,7 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         StoreError::Database(_)
         | StoreError::Sqlite(_)
         | StoreError::Migrate(_)
-        | StoreError::Corrupt(_)
-        | StoreError::Interrupted(_) => {
+        | StoreError::Corrupt(_) => {
             error!(error = %e, "store error");
             Status::internal(
                 "the control plane could not read or write its database; the error is in its log. Try again, and check the database if it persists.",

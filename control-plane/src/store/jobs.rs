@@ -696,7 +696,8 @@ impl Store {
     }
 
     /// [`Store::apply`] as one transaction that reads the job, then writes the decision
-    /// statement by statement (PostgreSQL, and SQLite for a decision with many log entries).
+    /// statement by statement (PostgreSQL, and SQLite when another process held the write
+    /// lock: sqlx's connection thread waits for it).
     async fn apply_in_transaction(
         &self,
         id: &str,

@@ -41,8 +41,6 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the job kept changing under this update; try again")]
     Contended,
-    #[error("a write to the store was interrupted ({0}); try again")]
-    Interrupted(String),
     #[error("user {0} already exists")]
     UserExists(String),
     #[error("user {0} not found")]
