@@ -361,21 +361,29 @@ fn show_log_entry(ctx: &mut Context<'_>, entry: &LogEntry) -> Result<(), CliErro
     }
 }
 
+/// The whole log, a page at a time (a long log does not fit one message).
 async fn log(ctx: &mut Context<'_>, id: &str) -> Result<(), CliError> {
-    let request = GetJobLogRequest {
-        job_id: id.to_owned(),
-    };
-    let entries = ctx
-        .client
-        .get_job_log(request)
-        .await
-        .map_err(|status| ctx.failed(status, Some(id)))?
-        .into_inner()
-        .entries;
-    for entry in &entries {
-        show_log_entry(ctx, entry)?;
+    let mut after_id = 0;
+    loop {
+        let request = GetJobLogRequest {
+            job_id: id.to_owned(),
+            after_id,
+            page_size: 0,
+        };
+        let page = ctx
+            .client
+            .get_job_log(request)
+            .await
+            .map_err(|status| ctx.failed(status, Some(id)))?
+            .into_inner();
+        for entry in &page.entries {
+            show_log_entry(ctx, entry)?;
+        }
+        if page.next_after_id == 0 {
+            return Ok(());
+        }
+        after_id = page.next_after_id;
     }
-    Ok(())
 }
 
 /// Whether the job has reached a final status (the end of a followed log).

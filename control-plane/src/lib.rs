@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod dispatch;
+pub mod echo;
 pub mod grpc;
 pub mod job;
 pub mod reports;
@@ -32,8 +33,16 @@ use crate::dispatch::Dispatcher;
 use crate::grpc::auth::AuthApi;
 use crate::grpc::jobs::JobApi;
 use crate::grpc::reports::ReportApi;
+use crate::grpc::wire;
 use crate::grpc::workers::WorkerApi;
 use crate::store::Store;
+
+/// The largest request each service decodes: a sign-in is a name and a password; a job
+/// request at most its parameters' budget. Larger ones are refused with RESOURCE_EXHAUSTED
+/// before they are read into memory (report configurations and worker messages keep tonic's
+/// 4 MiB).
+const MAX_AUTH_REQUEST: usize = 16 * 1024;
+const MAX_JOB_REQUEST: usize = 256 * 1024;
 
 /// Serves the control plane on `listener` until `shutdown` fires, then drains: worker streams
 /// and watchers are closed, background tasks end, the database is closed.
@@ -122,16 +131,25 @@ pub async fn run(
         .add_service(web::guarded(&guard, reflection_v1alpha))
         .add_service(web::guarded(
             &guard,
-            AuthServiceServer::new(AuthApi { auth }),
+            wire::mapped(
+                AuthServiceServer::new(AuthApi { auth })
+                    .max_decoding_message_size(MAX_AUTH_REQUEST),
+            ),
         ))
-        .add_service(web::guarded(&guard, JobServiceServer::new(jobs)))
         .add_service(web::guarded(
             &guard,
-            ReportServiceServer::new(ReportApi {
-                store: store.clone(),
-            }),
+            wire::mapped(JobServiceServer::new(jobs).max_decoding_message_size(MAX_JOB_REQUEST)),
         ))
-        .add_service(web::guarded(&guard, WorkerServiceServer::new(workers)));
+        .add_service(web::guarded(
+            &guard,
+            wire::mapped(ReportServiceServer::new(ReportApi {
+                store: store.clone(),
+            })),
+        ))
+        .add_service(web::guarded(
+            &guard,
+            wire::mapped(WorkerServiceServer::new(workers)),
+        ));
     let routes = web::with_dashboard(routes, &config.web_dir);
     // HTTP/1.1 for grpc-web and the dashboard's files; HTTP/2 for gRPC.
     let mut server = tonic::transport::Server::builder().accept_http1(true);

@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use presswork_control_plane::job::{JobEvent, Outcome, Refusal, WorkerLostPolicy};
+use presswork_control_plane::job::{JobEvent, Origin, Outcome, Refusal, WorkerLostPolicy};
 use presswork_control_plane::store::{
     JobFilter, NewJob, NewLogLine, SilentWorkerJob, Store, StoreError,
 };
@@ -540,7 +540,7 @@ async fn batched_and_single_writes_race_without_deadlock(store: Store) {
             .collect();
         let batch = {
             let store = store.clone();
-            tokio::spawn(async move { store.apply_batch(&outcomes, 3).await })
+            tokio::spawn(async move { store.apply_batch(&outcomes, Origin::Worker("w1"), 3).await })
         };
         let singles: Vec<_> = ids
             .iter()
@@ -630,7 +630,10 @@ async fn an_outcome_batch_applies_each_outcome_on_its_own(store: Store) {
         // A duplicate of b's outcome in the same batch.
         (b.clone(), finished(1, succeeded())),
     ];
-    let results = store.apply_batch(&batch, 12).await.unwrap();
+    let results = store
+        .apply_batch(&batch, Origin::Worker("w1"), 12)
+        .await
+        .unwrap();
     assert_eq!(results.len(), batch.len());
 
     let b_done = results[0].as_ref().unwrap();
@@ -796,7 +799,7 @@ async fn an_outcome_batch_and_cancels_race_consistently(store: Store) {
             .collect();
         let batch = {
             let store = store.clone();
-            tokio::spawn(async move { store.apply_batch(&outcomes, 3).await })
+            tokio::spawn(async move { store.apply_batch(&outcomes, Origin::Worker("w1"), 3).await })
         };
         let cancels: Vec<_> = ids
             .iter()
@@ -916,7 +919,7 @@ async fn worker_loss_requeues_and_refuses_the_lost_attempt(store: Store) {
         }
     );
     let batch = store
-        .apply_batch(&[(job.id.clone(), late.clone())], 11)
+        .apply_batch(&[(job.id.clone(), late.clone())], Origin::Worker("w1"), 11)
         .await
         .unwrap();
     assert!(batch[0].as_ref().unwrap().sequence.is_none());
@@ -995,6 +998,7 @@ async fn the_current_job_is_the_job_as_stored_after_every_kind_of_write(store: S
                 (b.clone(), finished(1, stopped())),
                 (a.clone(), finished(1, succeeded())),
             ],
+            Origin::Worker("w1"),
             5,
         )
         .await
@@ -1122,6 +1126,95 @@ async fn published_changes_reach_subscribers(store: Store) {
     assert_eq!(log_rx.recv().await.unwrap().event, "job.submitted");
 }
 
+/// A worker may only report on the attempt it holds: a stage start, an outcome (alone or in a
+/// batch) or a log line from another worker changes nothing, and the job's own worker still can.
+async fn events_from_a_worker_the_job_is_not_assigned_to_are_refused(store: Store) {
+    store.submit(new_job("demo-fast"), 1).await.unwrap();
+    let job = store.claim("w1", &reports(), 2).await.unwrap().unwrap();
+    let forged = JobEvent::Finished {
+        attempt: 1,
+        outcome: Outcome::Succeeded {
+            output: "/forged.pdf".into(),
+        },
+    };
+    let refused = store
+        .apply_reported("intruder", &job.id, &forged, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.decision.unwrap_err(),
+        Refusal::NotAssigned {
+            sender: "intruder".into(),
+            assigned: "w1".into()
+        }
+    );
+    assert!(refused.sequence.is_none());
+    let batch = store
+        .apply_batch(
+            &[(job.id.clone(), forged.clone())],
+            Origin::Worker("intruder"),
+            3,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        batch[0].as_ref().unwrap().decision,
+        Err(Refusal::NotAssigned { .. })
+    ));
+    let started = JobEvent::StageStarted {
+        attempt: 1,
+        stage: Stage::Ingest,
+    };
+    assert!(
+        store
+            .apply_reported("intruder", &job.id, &started, 3)
+            .await
+            .unwrap()
+            .decision
+            .is_err()
+    );
+    let line = |worker_id, message| NewLogLine {
+        job_id: &job.id,
+        attempt: 1,
+        worker_id,
+        stage: Stage::Ingest,
+        level: LogLevel::Info,
+        message,
+    };
+    assert!(
+        !store
+            .append_worker_log(line("intruder", "forged line"), 3)
+            .await
+            .unwrap()
+    );
+    let stored = store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.version),
+        (JobStatus::Running, job.version)
+    );
+
+    // The job's own worker is heard.
+    assert!(
+        store
+            .append_worker_log(line("w1", "read 10 rows"), 4)
+            .await
+            .unwrap()
+    );
+    let done = store
+        .apply_reported("w1", &job.id, &forged, 5)
+        .await
+        .unwrap();
+    assert_eq!(done.job.status, JobStatus::Succeeded);
+    let messages: Vec<_> = store
+        .log(&job.id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(!messages.iter().any(|m| m == "forged line"), "{messages:?}");
+}
+
 conformance!(
     submit_get_list_and_page,
     claim_takes_the_oldest_job_the_worker_can_run,
@@ -1139,6 +1232,7 @@ conformance!(
     an_outcome_batch_applies_each_outcome_on_its_own,
     batch_claims_and_cancels_race_with_one_winner_each,
     an_outcome_batch_and_cancels_race_consistently,
+    events_from_a_worker_the_job_is_not_assigned_to_are_refused,
 );
 
 /// A store on a fresh SQLite file with one job claimed by worker `w1`, and a second

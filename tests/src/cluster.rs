@@ -812,15 +812,27 @@ impl Cluster {
             .expect("GetJobResponse carries the job")
     }
 
+    /// The job's whole log, every page of it.
     pub async fn job_log(&self, job_id: &str) -> Vec<LogEntry> {
-        self.client()
-            .get_job_log(GetJobLogRequest {
-                job_id: job_id.to_owned(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("GetJobLog {job_id} failed: {e:?}"))
-            .into_inner()
-            .entries
+        let mut entries = Vec::new();
+        let mut after_id = 0;
+        loop {
+            let page = self
+                .client()
+                .get_job_log(GetJobLogRequest {
+                    job_id: job_id.to_owned(),
+                    after_id,
+                    page_size: 0,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("GetJobLog {job_id} failed: {e:?}"))
+                .into_inner();
+            entries.extend(page.entries);
+            if page.next_after_id == 0 {
+                return entries;
+            }
+            after_id = page.next_after_id;
+        }
     }
 
     /// Every job that is not terminal (QUEUED, RUNNING or CANCELLING), across all pages.

@@ -219,6 +219,7 @@ impl Cluster {
             Duration::from_secs(5),
             client.get_job_log(GetJobLogRequest {
                 job_id: job_id.to_owned(),
+                ..Default::default()
             }),
         )
         .await

@@ -31,7 +31,10 @@ async fn call(client: &mut Client, method: &str, job_id: &str) -> Code {
             .await
             .map(|_| ()),
         "GetJobLog" => client
-            .get_job_log(GetJobLogRequest { job_id: id })
+            .get_job_log(GetJobLogRequest {
+                job_id: id,
+                ..Default::default()
+            })
             .await
             .map(|_| ()),
         "WatchJobs" => match client.watch_jobs(WatchJobsRequest::default()).await {

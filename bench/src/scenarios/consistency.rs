@@ -168,6 +168,7 @@ async fn race_once(
         .client()
         .get_job_log(GetJobLogRequest {
             job_id: job.id.clone(),
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -82,6 +82,8 @@ pub struct Dispatcher {
     store: Store,
     timing: Timing,
     sessions: Mutex<HashMap<String, Arc<WorkerSession>>>,
+    /// Worker ids whose new stream is between Hello and registration.
+    connecting: Mutex<HashSet<String>>,
     wake: Notify,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -95,6 +97,7 @@ impl Dispatcher {
             store,
             timing,
             sessions: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             tasks: TaskTracker::new(),
             shutdown,
@@ -222,6 +225,69 @@ impl Dispatcher {
                 }));
             }
         }
+    }
+
+    /// Applies an event `session`'s worker reported; refused when the job is not assigned to
+    /// it. A refusal is expected and harmless (stale, already resolved) unless it says the
+    /// sender is not the job's worker.
+    async fn apply_reported(&self, session: &WorkerSession, job_id: &str, event: &JobEvent) {
+        match self
+            .store
+            .apply_reported(&session.id, job_id, event, now_ms())
+            .await
+        {
+            Ok(applied) => match &applied.decision {
+                Err(refusal @ crate::job::Refusal::NotAssigned { .. }) => {
+                    warn!(job_id, worker_id = %session.id, %refusal, ?event, "event from a worker the job is not assigned to refused")
+                }
+                Err(refusal) => debug!(job_id, %refusal, ?event, "event refused"),
+                Ok(_) => {}
+            },
+            Err(crate::store::StoreError::NotFound(_)) => {
+                warn!(job_id, worker_id = %session.id, ?event, "event about an unknown job refused")
+            }
+            Err(e) => error!(job_id, error = %e, ?event, "could not record a job event"),
+        }
+    }
+
+    /// Reserves `worker_id` for a stream that said Hello, until the returned guard is dropped
+    /// (after registration, or on failure). Refused while another stream of that id is
+    /// connecting, or is registered and was heard from within two heartbeat intervals: a
+    /// second process with the same id (or a forged Hello) must not take over a live worker's
+    /// stream and fail its jobs. A registered stream silent for longer is closed and replaced
+    /// (the worker reconnected after its old connection died without a word).
+    pub(crate) fn claim_worker_id(
+        self: &Arc<Self>,
+        worker_id: &str,
+    ) -> Result<WorkerIdClaim, tonic::Status> {
+        let live_within =
+            i64::try_from((self.timing.heartbeat_interval * 2).as_millis()).unwrap_or(i64::MAX);
+        let mut connecting = self.connecting.lock().map_err(|_| {
+            tonic::Status::internal("the worker registry is unusable: restart the control plane")
+        })?;
+        let existing = self.session(worker_id);
+        let silent_ms = existing
+            .as_ref()
+            .map(|s| now_ms() - s.last_heard.load(Ordering::Relaxed));
+        let live = silent_ms.is_some_and(|ms| ms <= live_within);
+        if live || connecting.contains(worker_id) {
+            return Err(tonic::Status::already_exists(format!(
+                "worker id {} already has a live stream on this control plane: each worker process has an id of its own, so another process is using this one; if the old process is gone, retry: its stream is dropped after {live_within} ms of silence",
+                crate::echo::shown(worker_id)
+            )));
+        }
+        if let Some(stale) = existing {
+            warn!(%worker_id, silent_ms = silent_ms.unwrap_or_default(), "a worker reconnected while its old stream was still open but silent; closing the old one");
+            stale.close(tonic::Status::unavailable(
+                "this worker opened a new stream; this one is closed",
+            ));
+            self.unregister(&stale);
+        }
+        connecting.insert(worker_id.to_string());
+        Ok(WorkerIdClaim {
+            dispatcher: Arc::clone(self),
+            worker_id: worker_id.to_string(),
+        })
     }
 
     /// Applies an event whose refusal is expected and harmless (stale or already resolved).
@@ -564,6 +630,20 @@ impl Dispatcher {
                 session.id
             )));
             self.unregister(&session);
+        }
+    }
+}
+
+/// A worker id reserved by [`Dispatcher::claim_worker_id`], released on drop.
+pub(crate) struct WorkerIdClaim {
+    dispatcher: Arc<Dispatcher>,
+    worker_id: String,
+}
+
+impl Drop for WorkerIdClaim {
+    fn drop(&mut self) {
+        if let Ok(mut connecting) = self.dispatcher.connecting.lock() {
+            connecting.remove(&self.worker_id);
         }
     }
 }

@@ -18,13 +18,25 @@ use tonic::{Status, Streaming};
 use tracing::{debug, error, info, warn};
 
 use super::{Dispatcher, WorkerSession};
-use crate::job::{JobEvent, Outcome, WorkerLostPolicy};
+use crate::job::{JobEvent, Origin, Outcome, Refusal, WorkerLostPolicy};
 use crate::store::NewLogLine;
 use crate::time::now_ms;
 
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CAPACITY: u32 = 1024;
+/// Bounds on what a worker says about itself and its jobs.
+const MAX_WORKER_NAME: usize = 128;
+const MAX_REPORT_KINDS: usize = 256;
+const MAX_REPORT_KIND: usize = 64;
+const MAX_CONNECTORS: usize = 256;
+const MAX_KNOWN: usize = 4 * MAX_CAPACITY as usize;
+const MAX_JOB_ID: usize = 64;
+/// Longer log lines, errors, outputs and reasons are cut to this many bytes, with a note.
+const MAX_LOG_LINE: usize = 16 * 1024;
+const MAX_ERROR: usize = 8 * 1024;
+const MAX_OUTPUT: usize = 4 * 1024;
+const MAX_REASON: usize = 1024;
 /// Messages of one worker taken together, at most.
 const MAX_BATCH: usize = 64;
 
@@ -42,7 +54,8 @@ pub async fn serve_worker_stream(
             Status::deadline_exceeded(
                 "no Hello within 10 s of opening WorkerService.Connect: send Hello first",
             )
-        })??;
+        })?
+        .map_err(caller_error)?;
     let Some(ConnectRequest {
         msg: Some(connect_request::Msg::Hello(hello)),
     }) = first
@@ -52,6 +65,9 @@ pub async fn serve_worker_stream(
         ));
     };
     validate_hello(&hello)?;
+    // Held until the session is registered: no second stream with this id gets past here
+    // meanwhile, and none while this one lives.
+    let _claim = dispatcher.claim_worker_id(&hello.worker_id)?;
 
     let (tx, rx) = mpsc::unbounded_channel();
     let timing = dispatcher.timing();
@@ -97,7 +113,11 @@ pub async fn serve_worker_stream(
         task_dispatcher.unregister(&session);
         match result {
             Ok(()) => info!(%worker_id, "worker stream closed"),
-            Err(e) => warn!(%worker_id, error = %e, "worker stream ended with an error"),
+            Err(e) => {
+                warn!(%worker_id, error = %e, "worker stream ended with an error");
+                // The worker sees why its stream ended, not a clean end.
+                session.close(e);
+            }
         }
     });
     Ok(UnboundedReceiverStream::new(rx))
@@ -108,6 +128,39 @@ fn validate_hello(hello: &Hello) -> Result<(), Status> {
         return Err(Status::invalid_argument(
             "Hello.worker_id must be 1 to 128 characters: give each worker process a stable id",
         ));
+    }
+    if hello.name.len() > MAX_WORKER_NAME {
+        return Err(Status::invalid_argument(format!(
+            "Hello.name is {} bytes; at most {MAX_WORKER_NAME} are allowed: give the worker a shorter name",
+            hello.name.len()
+        )));
+    }
+    if hello.reports.len() > MAX_REPORT_KINDS || hello.connectors.len() > MAX_CONNECTORS {
+        return Err(Status::invalid_argument(format!(
+            "Hello names {} report kinds and {} connectors; at most {MAX_REPORT_KINDS} and {MAX_CONNECTORS} are allowed",
+            hello.reports.len(),
+            hello.connectors.len()
+        )));
+    }
+    if let Some(bad) = hello
+        .reports
+        .iter()
+        .chain(&hello.connectors)
+        .find(|name| !is_kind_name(name))
+    {
+        return Err(Status::invalid_argument(format!(
+            "Hello names the report kind or connector {}, which is not a name: use 1 to {MAX_REPORT_KIND} letters, digits, '-', '_' or '.'",
+            crate::echo::shown(bad)
+        )));
+    }
+    if hello.known.len() > MAX_KNOWN {
+        return Err(Status::invalid_argument(format!(
+            "Hello.known lists {} attempts; a worker holds at most {MAX_KNOWN}",
+            hello.known.len()
+        )));
+    }
+    for attempt in &hello.known {
+        check_job_id(&attempt.job_id)?;
     }
     if hello.capacity == 0 || hello.capacity > MAX_CAPACITY {
         return Err(Status::invalid_argument(format!(
@@ -182,7 +235,7 @@ async fn receive(
             next = inbound.next() => next,
         };
         let Some(message) = next else { return Ok(()) };
-        let mut batch = vec![message?];
+        let mut batch = vec![message.map_err(caller_error)?];
         session.last_heard.store(now_ms(), Ordering::Relaxed);
         // How the stream went on after the batch: open, ended, or broken. Messages received
         // before an end or an error are still applied (log lines, stage starts and cancel
@@ -192,7 +245,7 @@ async fn receive(
             match inbound.next().now_or_never() {
                 Some(Some(Ok(message))) => batch.push(message),
                 Some(Some(Err(status))) => {
-                    after = Some(Err(status));
+                    after = Some(Err(caller_error(status)));
                     break;
                 }
                 Some(None) => {
@@ -217,6 +270,14 @@ async fn receive(
             return end;
         }
     }
+}
+
+fn is_kind_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_REPORT_KIND
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Applies one message of the worker other than an outcome.
@@ -246,16 +307,22 @@ async fn handle(
                 attempt,
                 stage: stage(m.stage),
             };
-            dispatcher.apply_logged(&job_id, &event).await;
+            dispatcher.apply_reported(session, &job_id, &event).await;
         }
         connect_request::Msg::Progress(m) => {
             let (job_id, attempt) = parts(m.job)?;
+            if !(0.0..=1.0).contains(&m.fraction) {
+                return Err(Status::invalid_argument(format!(
+                    "Progress.fraction of job {job_id} is {}: send a number from 0 to 1",
+                    m.fraction
+                )));
+            }
             let event = JobEvent::Progress {
                 attempt,
                 stage: stage(m.stage),
                 fraction: m.fraction,
             };
-            dispatcher.apply_logged(&job_id, &event).await;
+            dispatcher.apply_reported(session, &job_id, &event).await;
         }
         connect_request::Msg::Log(m) => {
             let (job_id, attempt) = parts(m.job)?;
@@ -265,7 +332,7 @@ async fn handle(
                 worker_id: &session.id,
                 stage: stage(m.stage),
                 level: LogLevel::try_from(m.level).unwrap_or(LogLevel::Info),
-                message: &m.message,
+                message: &bounded(m.message, MAX_LOG_LINE),
             };
             let kept = store
                 .append_worker_log(line, now)
@@ -282,7 +349,7 @@ async fn handle(
                 stage: stage(m.stage),
                 past_point_of_no_return: m.past_point_of_no_return,
             };
-            dispatcher.apply_logged(&job_id, &event).await;
+            dispatcher.apply_reported(session, &job_id, &event).await;
         }
         connect_request::Msg::Finished(m) => finished(dispatcher, session, vec![m]).await?,
         connect_request::Msg::Draining(_) => {
@@ -315,7 +382,7 @@ async fn finished(
     }
     let results = dispatcher
         .store()
-        .apply_batch(&events, now_ms())
+        .apply_batch(&events, Origin::Worker(&session.id), now_ms())
         .await
         .map_err(|e| {
             // Not acknowledged: the worker re-sends them after reconnecting.
@@ -326,11 +393,15 @@ async fn finished(
             continue;
         };
         match result {
-            Ok(applied) => {
-                if let Err(refusal) = &applied.decision {
+            Ok(applied) => match &applied.decision {
+                Err(refusal @ Refusal::NotAssigned { .. }) => {
+                    warn!(%job_id, attempt, %refusal, "outcome from a worker the job is not assigned to refused; acknowledging so the worker drops it");
+                }
+                Err(refusal) => {
                     debug!(%job_id, attempt, %refusal, "outcome refused (stale or duplicate)");
                 }
-            }
+                Ok(_) => {}
+            },
             Err(crate::store::StoreError::NotFound(_)) => {
                 warn!(%job_id, "outcome for an unknown job; acknowledging so the worker drops it");
             }
@@ -366,21 +437,23 @@ fn outcome_event(m: JobFinished, policy: WorkerLostPolicy) -> Result<(String, Jo
                 stage: stage(c.stage),
                 stop_duration_us: c.stop_duration_us,
                 forced: c.forced,
-                reason: c.reason,
+                reason: bounded(c.reason, MAX_REASON),
                 policy,
             };
             return Ok((job_id, event));
         }
-        Some(job_finished::Result::Succeeded(s)) => Outcome::Succeeded { output: s.output },
+        Some(job_finished::Result::Succeeded(s)) => Outcome::Succeeded {
+            output: bounded(s.output, MAX_OUTPUT),
+        },
         Some(job_finished::Result::Failed(f)) => Outcome::Failed {
             stage: stage(f.stage),
-            error: f.error,
+            error: bounded(f.error, MAX_ERROR),
         },
         Some(job_finished::Result::Cancelled(c)) => Outcome::Cancelled {
             stage: stage(c.stage),
             stop_duration_us: c.stop_duration_us,
             forced: c.forced,
-            reason: c.reason,
+            reason: bounded(c.reason, MAX_REASON),
         },
         None => {
             return Err(Status::invalid_argument(
@@ -395,7 +468,42 @@ fn parts(job: Option<JobAttempt>) -> Result<(String, u32), Status> {
     let job = job.ok_or_else(|| {
         Status::invalid_argument("message without its job attempt: set job { job_id, attempt }")
     })?;
+    check_job_id(&job.job_id)?;
     Ok((job.job_id, job.attempt))
+}
+
+fn check_job_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() || id.len() > MAX_JOB_ID {
+        return Err(Status::invalid_argument(format!(
+            "job id {} is not one the control plane assigned: send the job_id of the AssignJob",
+            crate::echo::shown(id)
+        )));
+    }
+    Ok(())
+}
+
+/// `text`, cut to at most `max` bytes (on a character boundary) with a note of how long it
+/// was: what a worker sends is stored, so it is bounded, and a cut is never silent.
+fn bounded(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… [cut: {} bytes in all, at most {max} are kept]",
+        &text[..end],
+        text.len()
+    )
+}
+
+/// tonic's refusal of a message the worker sent (undecodable, too large), as the worker's
+/// mistake; any other status as it is.
+fn caller_error(status: Status) -> Status {
+    crate::grpc::wire::caller_error("/presswork.v1.WorkerService/Connect", &status)
+        .unwrap_or(status)
 }
 
 fn stage(value: i32) -> Stage {

@@ -28,6 +28,10 @@ const MAX_PARAM_VALUE: usize = 4096;
 const MAX_REASON: usize = 1000;
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
+const DEFAULT_LOG_PAGE: u32 = 1000;
+const MAX_LOG_PAGE: u32 = 5000;
+/// Encoded entries per log page at most: half of the 4 MiB a gRPC client takes by default.
+const MAX_LOG_PAGE_BYTES: usize = 2 << 20;
 /// Changes read from the store per catch-up query.
 const CATCH_UP_BATCH: u32 = 1000;
 /// Messages buffered per watcher before the stream pushes back.
@@ -288,10 +292,39 @@ impl JobService for JobApi {
         request: Request<GetJobLogRequest>,
     ) -> Result<Response<GetJobLogResponse>, Status> {
         caller(&request)?;
-        let id = validate_job_id(&request.get_ref().job_id)?;
+        let req = request.get_ref();
+        let id = validate_job_id(&req.job_id)?;
         self.existing_job(id).await?;
-        let entries = self.store().log(id, 0).await.map_err(store_status)?;
-        Ok(Response::new(GetJobLogResponse { entries }))
+        let limit = match req.page_size {
+            0 => DEFAULT_LOG_PAGE,
+            n => n.min(MAX_LOG_PAGE),
+        };
+        let mut entries = self
+            .store()
+            .log_page(id, req.after_id, limit + 1)
+            .await
+            .map_err(store_status)?;
+        // A page also ends before it would outgrow one message a client accepts by default.
+        let mut bytes = 0;
+        let fits = entries
+            .iter()
+            .take(limit as usize)
+            .take_while(|entry| {
+                bytes += prost::Message::encoded_len(*entry) + 8;
+                bytes <= MAX_LOG_PAGE_BYTES
+            })
+            .count()
+            .max(1);
+        let more = entries.len() > fits;
+        entries.truncate(fits);
+        let next_after_id = match (more, entries.last()) {
+            (true, Some(last)) => last.id,
+            _ => 0,
+        };
+        Ok(Response::new(GetJobLogResponse {
+            entries,
+            next_after_id,
+        }))
     }
 
     type WatchJobLogStream = WatchStream<WatchJobLogResponse>;
@@ -444,9 +477,20 @@ async fn watch_log(
             .await
             .map_err(store_status)?
             .is_none_or(|j| j.status.is_terminal());
-        for entry in store.log(&job_id, last).await.map_err(store_status)? {
-            last = entry.id;
-            send(tx, WatchJobLogResponse { entry: Some(entry) }).await?;
+        // In pages, so a long log is never held whole in memory.
+        loop {
+            let page = store
+                .log_page(&job_id, last, DEFAULT_LOG_PAGE)
+                .await
+                .map_err(store_status)?;
+            let done = page.len() < DEFAULT_LOG_PAGE as usize;
+            for entry in page {
+                last = entry.id;
+                send(tx, WatchJobLogResponse { entry: Some(entry) }).await?;
+            }
+            if done {
+                break;
+            }
         }
         if terminal {
             return Ok(());

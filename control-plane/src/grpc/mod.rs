@@ -5,6 +5,7 @@ pub mod auth;
 pub mod caller;
 pub mod jobs;
 pub mod reports;
+pub mod wire;
 pub mod workers;
 
 use tonic::Status;

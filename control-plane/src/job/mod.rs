@@ -179,6 +179,9 @@ pub enum Refusal {
     /// The event does not apply to the job's current state (e.g. a claim of a running job).
     #[error("event does not apply to a {} job", .status.short_name())]
     NotApplicable { status: JobStatus },
+    /// A worker reported on a job that is not assigned to it (a forged or misrouted message).
+    #[error("worker {sender} reported on a job assigned to {}", if .assigned.is_empty() { "no worker" } else { .assigned.as_str() })]
+    NotAssigned { sender: String, assigned: String },
 }
 
 /// The status an event moves a job to, or why it cannot. The whole transition table of
@@ -235,8 +238,37 @@ pub fn transition(from: JobStatus, event: &JobEvent) -> Result<JobStatus, Refusa
     Ok(to)
 }
 
-/// Decides what `event` does to `job` at time `now` (Unix ms).
+/// Who sent an event: the control plane itself (users' requests, timers, sweepers), or the
+/// worker whose stream carried it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin<'a> {
+    ControlPlane,
+    Worker(&'a str),
+}
+
+/// Decides what `event`, sent by the control plane itself, does to `job` at time `now` (Unix
+/// ms).
 pub fn apply(job: &JobRecord, event: &JobEvent, now: i64) -> Result<Decision, Refusal> {
+    apply_from(job, Origin::ControlPlane, event, now)
+}
+
+/// Decides what `event`, sent by `origin`, does to `job` at time `now` (Unix ms). A worker may
+/// only report on the attempt it holds: an event from any other worker is refused before
+/// anything else is looked at.
+pub fn apply_from(
+    job: &JobRecord,
+    origin: Origin<'_>,
+    event: &JobEvent,
+    now: i64,
+) -> Result<Decision, Refusal> {
+    if let Origin::Worker(sender) = origin
+        && sender != job.worker_id
+    {
+        return Err(Refusal::NotAssigned {
+            sender: sender.to_string(),
+            assigned: job.worker_id.clone(),
+        });
+    }
     if let Some(attempt) = event_attempt(event)
         && attempt != job.attempt
     {

@@ -14,7 +14,7 @@ use super::backend::{Engine, with_pool};
 use super::inline::{self, Binds};
 use super::rows::{JobColumns, JobRow, LogRow, job_columns, job_to_wire, log_columns};
 use super::{JobChange, Store, StoreError};
-use crate::job::{self, Decision, JobEvent, JobRecord, LogDraft, Refusal};
+use crate::job::{self, Decision, JobEvent, JobRecord, LogDraft, Origin, Refusal};
 
 const SELECT_JOB: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
 
@@ -39,8 +39,8 @@ const INSERT_LOG: &str = "INSERT INTO job_log (job_id, at, level, event, actor, 
 /// A worker's log line is kept only while its attempt is the job's live one.
 const INSERT_WORKER_LOG: &str = "INSERT INTO job_log (job_id, at, level, event, actor, stage, attempt, message) \
      SELECT $1, $2, $3, 'worker.log', $4, $5, $6, $7 WHERE EXISTS \
-     (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $6 AND status IN ('RUNNING', 'CANCELLING')) \
-     RETURNING id";
+     (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $6 AND worker_id = $8 \
+     AND status IN ('RUNNING', 'CANCELLING')) RETURNING id";
 
 const INSERT_EVENT: &str =
     "INSERT INTO job_events (job_id, version, at, payload) VALUES ($1, $2, $3, $4) RETURNING seq";
@@ -55,7 +55,7 @@ const LIST_JOBS: &str = concat!(
 const SELECT_LOG: &str = concat!(
     "SELECT ",
     log_columns!(),
-    " FROM job_log WHERE job_id = $1 AND id > $2 ORDER BY id"
+    " FROM job_log WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3"
 );
 
 const MAX_CAS_RETRIES: usize = 16;
@@ -580,7 +580,21 @@ impl Store {
     /// Applies `event` to job `id` at time `now`: runs the state machine on the job as stored
     /// and writes its decision with a compare-and-set, retrying if the job changed meanwhile.
     pub async fn apply(&self, id: &str, event: &JobEvent, now: i64) -> Result<Applied, StoreError> {
-        self.apply_from(id, None, event, now).await
+        self.apply_from(id, None, Origin::ControlPlane, event, now)
+            .await
+    }
+
+    /// As [`Store::apply`], for an event worker `worker_id` reported: refused unless the job's
+    /// current assignment is that worker's ([`job::apply_from`]).
+    pub async fn apply_reported(
+        &self,
+        worker_id: &str,
+        id: &str,
+        event: &JobEvent,
+        now: i64,
+    ) -> Result<Applied, StoreError> {
+        self.apply_from(id, None, Origin::Worker(worker_id), event, now)
+            .await
     }
 
     /// As [`Store::apply`], starting from `seen`, the job as the caller has just read it: on
@@ -596,19 +610,21 @@ impl Store {
         now: i64,
     ) -> Result<Applied, StoreError> {
         let id = seen.id.clone();
-        self.apply_from(&id, Some(seen), event, now).await
+        self.apply_from(&id, Some(seen), Origin::ControlPlane, event, now)
+            .await
     }
 
     async fn apply_from(
         &self,
         id: &str,
         seen: Option<JobRecord>,
+        origin: Origin<'_>,
         event: &JobEvent,
         now: i64,
     ) -> Result<Applied, StoreError> {
-        match self.apply_on_writer(id, seen, event, now).await? {
+        match self.apply_on_writer(id, seen, origin, event, now).await? {
             Some(applied) => Ok(applied),
-            None => self.apply_in_transaction(id, event, now).await,
+            None => self.apply_in_transaction(id, origin, event, now).await,
         }
     }
 
@@ -621,6 +637,7 @@ impl Store {
         &self,
         id: &str,
         seen: Option<JobRecord>,
+        origin: Origin<'_>,
         event: &JobEvent,
         now: i64,
     ) -> Result<Option<Applied>, StoreError> {
@@ -647,7 +664,7 @@ impl Store {
                     )
                 }
             };
-            let decision = match job::apply(&job, event, now) {
+            let decision = match job::apply_from(&job, origin, event, now) {
                 Ok(decision) => decision,
                 Err(_) if !checked => continue,
                 Err(refusal) => {
@@ -701,6 +718,7 @@ impl Store {
     async fn apply_in_transaction(
         &self,
         id: &str,
+        origin: Origin<'_>,
         event: &JobEvent,
         now: i64,
     ) -> Result<Applied, StoreError> {
@@ -711,7 +729,7 @@ impl Store {
                 let row: Option<JobRow> =
                     sqlx::query_as(SELECT_JOB).bind(id).fetch_optional(&mut *tx).await?;
                 let job = JobRecord::try_from(row.ok_or_else(|| StoreError::NotFound(id.to_string()))?)?;
-                let decision = match job::apply(&job, event, now) {
+                let decision = match job::apply_from(&job, origin, event, now) {
                     Ok(decision) => decision,
                     Err(refusal) => return Ok(Applied { job, decision: Err(refusal), sequence: None }),
                 };
@@ -749,6 +767,7 @@ impl Store {
     pub async fn apply_batch(
         &self,
         events: &[(String, JobEvent)],
+        origin: Origin<'_>,
         now: i64,
     ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
         /// What became of one event inside the transaction.
@@ -775,7 +794,7 @@ impl Store {
                     continue;
                 };
                 let job = JobRecord::try_from(row)?;
-                let decision = match job::apply(&job, event, now) {
+                let decision = match job::apply_from(&job, origin, event, now) {
                     Ok(decision) => decision,
                     Err(refusal) => {
                         slots[i] = Slot::Done(Ok(Applied { job, decision: Err(refusal), sequence: None }));
@@ -819,7 +838,9 @@ impl Store {
         for (slot, (id, event)) in slots.into_iter().zip(events) {
             applied.push(match slot {
                 Slot::Done(result) => result,
-                Slot::Lost | Slot::Updated(..) => self.apply(id, event, now).await,
+                Slot::Lost | Slot::Updated(..) => {
+                    self.apply_from(id, None, origin, event, now).await
+                }
             });
         }
         Ok(applied)
@@ -896,8 +917,8 @@ impl Store {
         Err(StoreError::Contended)
     }
 
-    /// Appends a worker's log line, unless the attempt is no longer the job's live one.
-    /// Returns whether it was kept.
+    /// Appends a worker's log line, unless the attempt is no longer the job's live one or is
+    /// not assigned to the worker that sent the line. Returns whether it was kept.
     pub async fn append_worker_log(
         &self,
         line: NewLogLine<'_>,
@@ -918,6 +939,7 @@ impl Store {
                 .bind(line.stage.short_name())
                 .bind(i64::from(line.attempt))
                 .bind(line.message)
+                .bind(line.worker_id)
                 .fetch_optional(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -971,12 +993,24 @@ impl Store {
         Ok(())
     }
 
-    /// A job's log entries with an id above `after_id`, oldest first.
+    /// A job's log entries with an id above `after_id`, oldest first: all of them (for tests
+    /// and tools; the API reads pages, [`Store::log_page`]).
     pub async fn log(&self, job_id: &str, after_id: u64) -> Result<Vec<LogEntry>, StoreError> {
+        self.log_page(job_id, after_id, u32::MAX).await
+    }
+
+    /// At most `limit` of a job's log entries with an id above `after_id`, oldest first.
+    pub async fn log_page(
+        &self,
+        job_id: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<LogEntry>, StoreError> {
         let rows: Vec<LogRow> = with_pool!(&self.db, pool => {
             sqlx::query_as(SELECT_LOG)
                 .bind(job_id)
                 .bind(i64::try_from(after_id).unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?
         });
