@@ -410,6 +410,9 @@ async fn start_control_plane(
         "127.0.0.1:0".to_string(),
         "--database".to_string(),
         database.to_string(),
+        // The throughput scenarios submit as fast as they can, as one user.
+        "--submit-rate".to_string(),
+        "0".to_string(),
     ];
     if let Some(timeout) = spec.cancel_timeout {
         args.extend(["--cancel-timeout".to_string(), timeout.to_string()]);

@@ -50,6 +50,20 @@ pub struct Config {
     #[arg(long, env = "PRESSWORK_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
 
+    /// Streams (WatchJobs, WatchJobLog) served at once; more are told to retry (UNAVAILABLE).
+    #[arg(long, env = "PRESSWORK_MAX_WATCHERS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_watchers: u32,
+
+    /// Watchers that read their first snapshot of the job list at once (each holds a database
+    /// connection meanwhile); more wait up to 2 s, then are told to retry (UNAVAILABLE).
+    #[arg(long, env = "PRESSWORK_MAX_SNAPSHOT_READERS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_snapshot_readers: u32,
+
+    /// Jobs each user may submit per second, with bursts of ten seconds' worth; more get
+    /// RESOURCE_EXHAUSTED. 0: no limit.
+    #[arg(long, env = "PRESSWORK_SUBMIT_RATE", default_value_t = 200)]
+    pub submit_rate: u32,
+
     /// Credentials workers present (repeat, or separate with commas). Prefer the environment
     /// variable: command lines are visible to other users of the machine.
     #[arg(long = "worker-token", env = "PRESSWORK_WORKER_TOKEN", value_delimiter = ',', hide_env_values = true, value_parser = worker_token)]

@@ -31,7 +31,7 @@ pub use config::Config;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::dispatch::Dispatcher;
 use crate::grpc::auth::AuthApi;
-use crate::grpc::jobs::JobApi;
+use crate::grpc::jobs::{JobApi, JobLimits};
 use crate::grpc::reports::ReportApi;
 use crate::grpc::wire;
 use crate::grpc::workers::WorkerApi;
@@ -106,6 +106,11 @@ pub async fn run(
     let jobs = JobApi {
         dispatcher: Arc::clone(&dispatcher),
         shutdown: shutdown.clone(),
+        limits: Arc::new(JobLimits::new(
+            config.max_watchers as usize,
+            config.max_snapshot_readers as usize,
+            config.submit_rate,
+        )),
     };
     let workers = WorkerApi {
         dispatcher: Arc::clone(&dispatcher),

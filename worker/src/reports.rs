@@ -87,36 +87,27 @@ impl ReportKind {
     /// Whether the kind accepts the parameter `name`: one of [`ReportKind::params`], or
     /// `source.KEY` for a kind that runs the pipeline.
     pub fn accepts(self, name: &str) -> bool {
-        self.params().contains(&name)
-            || (self.runs_pipeline()
-                && name
-                    .strip_prefix(SOURCE_PARAM_PREFIX)
-                    .is_some_and(|key| !key.is_empty()))
+        self.built_in().accepts(name)
     }
 
     /// Test reports run only on a worker started with `--enable-test-reports`.
     pub fn is_test_report(self) -> bool {
-        !matches!(self, ReportKind::DemoFast | ReportKind::DemoSlow)
+        self.built_in().test_only
     }
 
     /// The parameters the kind accepts.
     pub fn params(self) -> &'static [&'static str] {
-        match self {
-            ReportKind::DemoFast => &["input", "source", "fail_stage"],
-            ReportKind::DemoSlow => &["input", "source", "fail_stage", "slow_stage", "duration_ms"],
-            ReportKind::DemoStuck => &["input", "source", "fail_stage", "stuck_stage", "stuck_ms"],
-            ReportKind::Noop => &[],
-            ReportKind::Blocker => &["hold_ms"],
-            ReportKind::Coop => &["check_ms", "max_ms"],
-            ReportKind::Busy => &["grace_ms", "max_ms"],
-            ReportKind::Short => &["work_ms"],
-        }
+        self.built_in().params
+    }
+
+    /// The control plane's and the worker's one description of this report.
+    fn built_in(self) -> &'static presswork_proto::built_in::BuiltInReport {
+        presswork_proto::built_in::built_in(self.name())
+            .expect("every report kind is in presswork_proto::built_in::BUILT_IN_REPORTS")
     }
 }
 
-/// Parameters passed to the source connector start with this (`source.rows=100` gives the
-/// connector `rows=100`).
-pub const SOURCE_PARAM_PREFIX: &str = "source.";
+pub use presswork_proto::built_in::SOURCE_PARAM_PREFIX;
 
 /// The report names a worker advertises.
 pub fn available(enable_test_reports: bool) -> Vec<String> {

@@ -306,6 +306,20 @@ impl Dispatcher {
         }
     }
 
+    /// The report kinds the workers connected here say they run (not the configuration
+    /// routes).
+    pub fn advertised_reports(&self) -> HashSet<String> {
+        let Ok(sessions) = self.sessions.lock() else {
+            return HashSet::new();
+        };
+        sessions
+            .values()
+            .flat_map(|s| s.routes.iter())
+            .filter(|route| !route.starts_with("config"))
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn session(&self, worker_id: &str) -> Option<Arc<WorkerSession>> {
         self.sessions.lock().ok()?.get(worker_id).cloned()
     }

@@ -1,7 +1,11 @@
 //! `JobService`: submit, read, list, watch and cancel jobs, and read their execution logs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use presswork_proto::v1::job_service_server::JobService;
 use presswork_proto::v1::watch_jobs_response::Kind;
@@ -11,7 +15,7 @@ use presswork_proto::v1::{
     SubmitJobRequest, SubmitJobResponse, WatchJobLogRequest, WatchJobLogResponse, WatchJobsRequest,
     WatchJobsResponse,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -22,9 +26,13 @@ use crate::dispatch::Dispatcher;
 use crate::job::{JobEvent, JobRecord, LogDraft, Refusal};
 use crate::store::{JobFilter, NewJob, Store, job_to_wire};
 use crate::time::now_ms;
+use presswork_proto::built_in::{BUILT_IN_REPORTS, BuiltInReport, built_in};
 
 const MAX_PARAMS: usize = 64;
 const MAX_PARAM_VALUE: usize = 4096;
+/// Names and values of one job's parameters together, at most: they are stored with the job
+/// and sent in every change of it.
+const MAX_PARAMS_TOTAL: usize = 16 * 1024;
 const MAX_REASON: usize = 1000;
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -34,12 +42,94 @@ const MAX_LOG_PAGE: u32 = 5000;
 const MAX_LOG_PAGE_BYTES: usize = 2 << 20;
 /// Changes read from the store per catch-up query.
 const CATCH_UP_BATCH: u32 = 1000;
-/// Messages buffered per watcher before the stream pushes back.
-const WATCH_BUFFER: usize = 1024;
+/// Messages buffered per watcher before the stream pushes back: a watcher's memory on the
+/// control plane is this many jobs, whatever the history holds.
+const WATCH_BUFFER: usize = 64;
+/// Jobs read per query of a snapshot.
+const SNAPSHOT_PAGE: u32 = 500;
+/// How long a new watcher waits for a turn to read its snapshot before it is told to retry.
+const SNAPSHOT_ADMISSION_WAIT: Duration = Duration::from_secs(2);
+/// How long a watcher may take to receive its whole snapshot; a slower one is dropped so that
+/// it does not hold a turn for ever.
+const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(120);
 
 pub struct JobApi {
     pub dispatcher: Arc<Dispatcher>,
     pub shutdown: CancellationToken,
+    pub limits: Arc<JobLimits>,
+}
+
+/// The job API's admission control and budgets (`--max-watchers`, `--max-snapshot-readers`,
+/// `--submit-rate`).
+pub struct JobLimits {
+    /// Streams (WatchJobs, WatchJobLog) open at once.
+    watchers: Arc<Semaphore>,
+    max_watchers: usize,
+    /// Watchers reading their snapshot at once: each holds a database connection meanwhile.
+    snapshots: Arc<Semaphore>,
+    /// Submits per user; `None`: unlimited.
+    submits: Option<DefaultKeyedRateLimiter<String>>,
+    submit_rate: u32,
+}
+
+impl JobLimits {
+    /// `submit_rate`: jobs per second per user, with bursts of ten seconds' worth (0:
+    /// unlimited).
+    pub fn new(max_watchers: usize, max_snapshot_readers: usize, submit_rate: u32) -> Self {
+        let submits = NonZeroU32::new(submit_rate).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        JobLimits {
+            watchers: Arc::new(Semaphore::new(max_watchers)),
+            max_watchers,
+            snapshots: Arc::new(Semaphore::new(max_snapshot_readers.max(1))),
+            submits,
+            submit_rate,
+        }
+    }
+
+    /// A place for one more stream, or UNAVAILABLE (retryable) when all are taken.
+    fn watcher(&self) -> Result<OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.watchers).try_acquire_owned().map_err(|_| {
+            Status::unavailable(format!(
+                "the control plane already serves {} live streams: retry in a few seconds, or ask an operator to raise --max-watchers",
+                self.max_watchers
+            ))
+        })
+    }
+
+    /// A turn to read a snapshot, or UNAVAILABLE (retryable) after a short wait.
+    async fn snapshot_turn(&self) -> Result<OwnedSemaphorePermit, Status> {
+        match tokio::time::timeout(
+            SNAPSHOT_ADMISSION_WAIT,
+            Arc::clone(&self.snapshots).acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Status::unavailable(
+                "many watchers are loading the job list right now: retry in a moment (resume from your last sequence when you have one, which needs no snapshot)",
+            )),
+        }
+    }
+
+    fn check_submit(&self, user: &str) -> Result<(), Status> {
+        let Some(submits) = &self.submits else {
+            return Ok(());
+        };
+        if submits.check_key(&user.to_string()).is_err() {
+            return Err(Status::resource_exhausted(format!(
+                "{user} submitted more than {} jobs per second: wait a moment and submit the rest, or ask an operator to raise --submit-rate",
+                self.submit_rate
+            )));
+        }
+        // Users come from the store (a verified token), so the keys are few; drop idle ones.
+        if submits.len() > 10_000 {
+            submits.retain_recent();
+        }
+        Ok(())
+    }
 }
 
 impl JobApi {
@@ -53,6 +143,49 @@ impl JobApi {
             .await
             .map_err(store_status)?
             .ok_or_else(|| not_found(id))
+    }
+}
+
+impl JobApi {
+    /// NOT_FOUND for a report nobody knows, naming those that exist (a few of each kind).
+    async fn unknown_report(&self, report: &str) -> Status {
+        const SHOWN: usize = 20;
+        let mut known: BTreeSet<String> = BUILT_IN_REPORTS
+            .iter()
+            .filter(|r| !r.test_only)
+            .map(|r| r.name.to_string())
+            .collect();
+        known.extend(self.dispatcher.advertised_reports());
+        match self.store().reports(None, SHOWN as u32).await {
+            Ok(stored) => known.extend(stored.into_iter().map(|c| c.name)),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the stored reports for an error message")
+            }
+        }
+        let more = if known.len() > SHOWN { ", …" } else { "" };
+        let names: Vec<String> = known.into_iter().take(SHOWN).collect();
+        Status::not_found(format!(
+            "report {} does not exist: no stored configuration, built-in report or connected worker has that name. Known reports: {}{more} (`presswork reports list` shows the stored ones)",
+            crate::echo::shown(report),
+            names.join(", ")
+        ))
+    }
+}
+
+/// INVALID_ARGUMENT for a parameter the built-in report does not take (the job would only
+/// fail on its worker).
+fn check_built_in_params(
+    report: &BuiltInReport,
+    params: &BTreeMap<String, String>,
+) -> Result<(), Status> {
+    match params.keys().find(|name| !report.accepts(name)) {
+        None => Ok(()),
+        Some(unknown) => Err(Status::invalid_argument(format!(
+            "unknown parameter {} for report {}; it accepts {}",
+            crate::echo::shown(unknown),
+            report.name,
+            report.accepted()
+        ))),
     }
 }
 
@@ -74,14 +207,23 @@ impl JobService for JobApi {
         let req = request.into_inner();
         validate_report(&req.report)?;
         let params = validate_params(req.params)?;
-        // A stored configuration of that name: the job runs it as it is now.
-        let config = if crate::reports::BUILT_IN_REPORTS.contains(&req.report.as_str()) {
-            None
-        } else {
-            self.store()
+        self.limits.check_submit(caller.name())?;
+        let config = match built_in(&req.report) {
+            Some(report) => {
+                check_built_in_params(report, &params)?;
+                None
+            }
+            // A stored configuration of that name: the job runs it as it is now.
+            None => match self
+                .store()
                 .report(&req.report)
                 .await
                 .map_err(store_status)?
+            {
+                Some(config) => Some(config),
+                None if self.dispatcher.advertised_reports().contains(&req.report) => None,
+                None => return Err(self.unknown_report(&req.report).await),
+            },
         };
         let job = self
             .store()
@@ -170,20 +312,25 @@ impl JobService for JobApi {
     ) -> Result<Response<Self::WatchJobsStream>, Status> {
         caller(&request)?;
         let after = request.get_ref().after_sequence;
+        let place = self.limits.watcher()?;
         let store = self.store().clone();
         // Subscribe before reading, so nothing committed in between is missed.
         let live = store.hub().subscribe_jobs();
-        if after > 0 {
+        let turn = if after > 0 {
             let last = store.last_sequence().await.map_err(store_status)?;
             if after > last {
                 return Err(Status::out_of_range(format!(
                     "after_sequence {after} is ahead of the last change {last}: resume from a sequence this server sent, or 0 for a fresh snapshot"
                 )));
             }
-        }
+            None
+        } else {
+            Some(self.limits.snapshot_turn().await?)
+        };
         Ok(Response::new(spawn_stream(
             self.shutdown.clone(),
-            move |tx| async move { watch_jobs(store, after, live, &tx).await },
+            place,
+            move |tx| async move { watch_jobs(store, after, turn, live, &tx).await },
         )))
     }
 
@@ -337,19 +484,26 @@ impl JobService for JobApi {
         let id = validate_job_id(&request.get_ref().job_id)?.to_string();
         let after = request.get_ref().after_id;
         let store = self.store().clone();
+        let place = self.limits.watcher()?;
         let log_rx = store.hub().subscribe_log();
         let jobs_rx = store.hub().subscribe_jobs();
         self.existing_job(&id).await?;
         Ok(Response::new(spawn_stream(
             self.shutdown.clone(),
+            place,
             move |tx| async move { watch_log(store, id, after, log_rx, jobs_rx, &tx).await },
         )))
     }
 }
 
-/// Runs `feed` in a task writing to the returned stream. The task ends when the client goes
-/// away or the server shuts down; an error from `feed` ends the stream with that status.
-fn spawn_stream<T, F, Fut>(shutdown: CancellationToken, feed: F) -> WatchStream<T>
+/// Runs `feed` in a task writing to the returned stream, holding the stream's `place` until
+/// it ends. The task ends when the client goes away or the server shuts down; an error from
+/// `feed` ends the stream with that status.
+fn spawn_stream<T, F, Fut>(
+    shutdown: CancellationToken,
+    place: OwnedSemaphorePermit,
+    feed: F,
+) -> WatchStream<T>
 where
     T: Send + 'static,
     F: FnOnce(mpsc::Sender<Result<T, Status>>) -> Fut,
@@ -358,6 +512,7 @@ where
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
     let work = feed(tx.clone());
     tokio::spawn(async move {
+        let _place = place;
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tx.closed() => {}
@@ -377,33 +532,21 @@ where
 async fn watch_jobs(
     store: Store,
     after: u64,
+    turn: Option<OwnedSemaphorePermit>,
     mut live: broadcast::Receiver<Arc<crate::store::JobChange>>,
     tx: &mpsc::Sender<Result<WatchJobsResponse, Status>>,
 ) -> Result<(), Status> {
     let mut last = after;
-    if after == 0 {
-        let (sequence, jobs) = store.snapshot().await.map_err(store_status)?;
-        for job in &jobs {
-            send(
-                tx,
-                WatchJobsResponse {
-                    kind: Kind::Snapshot as i32,
-                    sequence,
-                    job: Some(job_to_wire(job)),
-                },
-            )
-            .await?;
-        }
-        send(
-            tx,
-            WatchJobsResponse {
-                kind: Kind::SnapshotComplete as i32,
-                sequence,
-                job: None,
-            },
-        )
-        .await?;
-        last = sequence;
+    if let Some(turn) = turn {
+        last = tokio::time::timeout(SNAPSHOT_DEADLINE, snapshot(&store, tx))
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "the job list was not read within {} s, so this stream is closed: watch again from a client that reads its stream",
+                    SNAPSHOT_DEADLINE.as_secs()
+                ))
+            })??;
+        drop(turn);
     }
     last = catch_up(&store, last, tx).await?;
     loop {
@@ -427,6 +570,50 @@ async fn watch_jobs(
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         }
     }
+}
+
+/// Sends every job, a page at a time, then SnapshotComplete; returns the snapshot's sequence.
+/// The sequence is read first: a job on a later page may be newer than it, so changes after
+/// it can repeat an older version of a job already sent, which watchers ignore (they keep the
+/// higher version). Memory stays one page, whatever the history.
+async fn snapshot(
+    store: &Store,
+    tx: &mpsc::Sender<Result<WatchJobsResponse, Status>>,
+) -> Result<u64, Status> {
+    let sequence = store.last_sequence().await.map_err(store_status)?;
+    let mut after_num = 0;
+    loop {
+        let page = store
+            .jobs_page(after_num, SNAPSHOT_PAGE)
+            .await
+            .map_err(store_status)?;
+        let done = page.len() < SNAPSHOT_PAGE as usize;
+        for job in &page {
+            after_num = job.num;
+            send(
+                tx,
+                WatchJobsResponse {
+                    kind: Kind::Snapshot as i32,
+                    sequence,
+                    job: Some(job_to_wire(job)),
+                },
+            )
+            .await?;
+        }
+        if done {
+            break;
+        }
+    }
+    send(
+        tx,
+        WatchJobsResponse {
+            kind: Kind::SnapshotComplete as i32,
+            sequence,
+            job: None,
+        },
+    )
+    .await?;
+    Ok(sequence)
 }
 
 /// Sends every stored change after `last`; returns the new last sequence.
@@ -529,7 +716,7 @@ fn validate_job_id(id: &str) -> Result<&str, Status> {
     }
     uuid::Uuid::parse_str(id)
         .map(|_| id)
-        .map_err(|_| Status::invalid_argument(format!("job_id {id:?} is not a job id: job ids are UUIDs such as 0199a1b2-3c4d-7e5f-8a9b-0c1d2e3f4a5b")))
+        .map_err(|_| Status::invalid_argument(format!("job_id {} is not a job id: job ids are UUIDs such as 0199a1b2-3c4d-7e5f-8a9b-0c1d2e3f4a5b", crate::echo::shown(id))))
 }
 
 fn validate_report(report: &str) -> Result<(), Status> {
@@ -542,7 +729,8 @@ fn validate_report(report: &str) -> Result<(), Status> {
         Ok(())
     } else {
         Err(Status::invalid_argument(format!(
-            "report {report:?} is not a report name: use 1 to 64 lower-case letters, digits, '-' or '_' (e.g. demo-fast)"
+            "report {} is not a report name: use 1 to 64 lower-case letters, digits, '-' or '_' (e.g. demo-fast)",
+            crate::echo::shown(report)
         )))
     }
 }
@@ -556,10 +744,12 @@ fn validate_params(
             params.len()
         )));
     }
+    let mut total = 0;
     for (key, value) in &params {
         if key.is_empty() || key.len() > 64 {
             return Err(Status::invalid_argument(format!(
-                "param name {key:?} must be 1 to 64 characters"
+                "param name {} must be 1 to 64 characters",
+                crate::echo::shown(key)
             )));
         }
         if value.len() > MAX_PARAM_VALUE {
@@ -567,6 +757,12 @@ fn validate_params(
                 "param {key} is longer than {MAX_PARAM_VALUE} bytes: shorten it"
             )));
         }
+        total += key.len() + value.len();
+    }
+    if total > MAX_PARAMS_TOTAL {
+        return Err(Status::invalid_argument(format!(
+            "the params take {total} bytes together; at most {MAX_PARAMS_TOTAL} are allowed: pass large inputs as a file or a report configuration instead"
+        )));
     }
     Ok(params.into_iter().collect())
 }

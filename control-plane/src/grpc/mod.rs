@@ -37,6 +37,12 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         StoreError::ReportVersion { name, current } => Status::aborted(format!(
             "report {name} was changed by someone else meanwhile (it is now at version {current}): read it again and re-apply your change"
         )),
+        StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
+            error!(error = %e, "no database connection free in time");
+            Status::unavailable(
+                "the control plane is busy (no database connection was free in time): retry in a moment",
+            )
+        }
         StoreError::Database(_)
         | StoreError::Sqlite(_)
         | StoreError::Migrate(_)

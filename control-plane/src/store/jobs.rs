@@ -1017,6 +1017,24 @@ impl Store {
         Ok(rows.into_iter().map(LogEntry::from).collect())
     }
 
+    /// At most `limit` jobs with an insertion number above `after_num`, oldest first: one page
+    /// of a watcher's snapshot. Read the sequence first ([`Store::last_sequence`]): a job on a
+    /// page is as of that sequence or newer, and watchers keep the higher version of a job.
+    pub async fn jobs_page(
+        &self,
+        after_num: i64,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let rows: Vec<JobRow> = with_pool!(&self.db, pool => {
+            sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE num > $1 ORDER BY num LIMIT $2"))
+                .bind(after_num)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(JobRecord::try_from).collect()
+    }
+
     /// Every job as of one sequence number: `(sequence, jobs oldest first)`.
     pub async fn snapshot(&self) -> Result<(u64, Vec<JobRecord>), StoreError> {
         let (seq, rows): (i64, Vec<JobRow>) = with_pool!(&self.db, pool => {
