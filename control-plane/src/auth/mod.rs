@@ -309,7 +309,7 @@ fn refused(refusal: Refusal) -> Status {
             "too many addresses are signing in at once: wait a minute and try again".to_owned()
         }
         Refusal::Locked { remaining } => format!(
-            "too many failed sign-ins for this user from this address: wait {} s and try again, or ask an administrator to set a new password",
+            "too many failed sign-ins for this user from this address: wait {} s and try again (other addresses are not affected)",
             remaining.as_secs().max(1)
         ),
     })
