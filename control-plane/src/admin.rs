@@ -1,23 +1,34 @@
 //! `presswork-control-plane users …`: administering users straight on the database.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 
 use crate::auth::{MIN_PASSWORD_LEN, hash_password, role_from_name, role_name};
 use crate::config::UsersCommand;
 use crate::store::{Store, UserRecord};
 use crate::time::now_ms;
 
-/// Runs one users command against the database at `database`.
+/// Runs one users command against the database at `database`. Output goes to stdout; when
+/// stdout is closed early (`users list | head -1`), the command ends quietly with success.
 pub async fn run_users(database: &str, command: UsersCommand) -> anyhow::Result<()> {
     let store = Store::connect(database).await.map_err(|e| {
         anyhow::anyhow!("cannot open the database {}: {e}", crate::redact(database))
     })?;
-    let result = users(&store, command).await;
+    let result = users(&store, command, &mut std::io::stdout().lock()).await;
     store.close().await;
-    result
+    match result {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
 }
 
-async fn users(store: &Store, command: UsersCommand) -> anyhow::Result<()> {
+/// Whether `error` is a write to a stdout whose reader has gone.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+async fn users(store: &Store, command: UsersCommand, out: &mut impl Write) -> anyhow::Result<()> {
     match command {
         UsersCommand::Add { username, role } => {
             validate_username(&username)?;
@@ -31,43 +42,49 @@ async fn users(store: &Store, command: UsersCommand) -> anyhow::Result<()> {
                         password_hash,
                         role,
                         disabled: false,
+                        credential_version: 0,
                     },
                     now_ms(),
                 )
                 .await?;
-            println!("added {username} ({})", role_name(role));
+            writeln!(out, "added {username} ({})", role_name(role))?;
         }
         UsersCommand::List => {
-            println!("{:<32} {:<14} status", "username", "role");
+            writeln!(out, "{:<32} {:<14} status", "username", "role")?;
             for user in store.users().await? {
                 let status = if user.disabled { "disabled" } else { "enabled" };
-                println!(
+                writeln!(
+                    out,
                     "{:<32} {:<14} {status}",
                     user.username,
                     role_name(user.role)
-                );
+                )?;
             }
         }
         UsersCommand::SetRole { username, role } => {
             let role = parse_role(&role)?;
             store.set_user_role(&username, role).await?;
-            println!("{username} is now {}", role_name(role));
+            writeln!(out, "{username} is now {}", role_name(role))?;
         }
         UsersCommand::Disable { username } => {
             store.set_user_disabled(&username, true).await?;
-            println!("{username} is disabled; their tokens no longer work");
+            writeln!(out, "{username} is disabled; their tokens no longer work")?;
         }
         UsersCommand::Enable { username } => {
             store.set_user_disabled(&username, false).await?;
-            println!("{username} is enabled");
+            writeln!(out, "{username} is enabled")?;
         }
         UsersCommand::SetPassword { username } => {
             let password = read_password(&format!("new password for {username}: "))?;
             let password_hash = hash_password(&password).map_err(anyhow::Error::msg)?;
             store.set_user_password(&username, &password_hash).await?;
-            println!("password of {username} changed");
+            writeln!(
+                out,
+                "password of {username} changed; their earlier tokens no longer work"
+            )?;
         }
     }
+    out.flush()?;
     Ok(())
 }
 

@@ -78,6 +78,13 @@ pub struct Config {
     #[arg(long, env = "PRESSWORK_TOKEN_TTL", default_value_t = 43_200.0, value_parser = positive_seconds)]
     pub token_ttl: f64,
 
+    /// Proxies (CIDR, or single addresses) whose `X-Forwarded-For` header names the client
+    /// (repeat, or separate with commas): for a grpc-web or gRPC proxy in front of the control
+    /// plane. From such a peer, the client is the right-most entry that is not itself a trusted
+    /// proxy; from any other peer the header is ignored. Sign-in limits count per client.
+    #[arg(long = "trusted-proxy", env = "PRESSWORK_TRUSTED_PROXIES", value_delimiter = ',', value_parser = trusted_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// PEM certificate chain to serve TLS with (needs --tls-key).
     #[arg(long, env = "PRESSWORK_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -171,6 +178,7 @@ impl Config {
                 .transpose()?,
             token_ttl: Duration::from_secs_f64(self.token_ttl),
             worker_tokens: self.worker_tokens.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
         })
     }
 }
@@ -182,6 +190,19 @@ fn positive_seconds(value: &str) -> Result<f64, String> {
             "{value:?} is not a number of seconds between 0.05 and 31536000 (e.g. 30 or 0.5)"
         )),
     }
+}
+
+fn trusted_proxy(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| {
+            format!(
+                "{value:?} is not an address or CIDR range (e.g. 10.0.0.0/8, 127.0.0.1, fd00::/8)"
+            )
+        })
 }
 
 fn worker_token(value: &str) -> Result<String, String> {

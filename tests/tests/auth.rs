@@ -1,8 +1,10 @@
 //! Authentication and role-based access over real gRPC (BR-001): the role × method matrix,
 //! every kind of bad token, cancels by non-administrators refused while the job keeps running,
-//! worker and user credentials kept apart, disabled accounts, sign-in rate limits, and no
-//! secret in any log.
+//! worker and user credentials kept apart, disabled accounts, sign-in rate limits (per address,
+//! and per user and address, behind a trusted proxy too), tokens ended by a new password, and
+//! no secret in any log.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -541,4 +543,237 @@ async fn listening_beyond_loopback_without_tls_is_warned_about() {
         warned,
         "a control plane on 0.0.0.0 without TLS warns at start"
     );
+}
+
+/// Signs in over a connection from the local address `from` (any 127.x.y.z reaches the
+/// control plane on loopback), sending `X-Forwarded-For: forwarded` when given.
+async fn login_from(
+    cluster: &Cluster,
+    from: &str,
+    forwarded: Option<&str>,
+    user: &str,
+    password: &str,
+) -> Result<String, tonic::Status> {
+    let from: IpAddr = from.parse().expect("an address");
+    let channel = tonic::transport::Endpoint::from_shared(cluster.url())
+        .expect("url")
+        .local_address(Some(from))
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(WAIT)
+        .connect_lazy();
+    let mut request = tonic::Request::new(LoginRequest {
+        username: user.into(),
+        password: password.into(),
+    });
+    if let Some(forwarded) = forwarded {
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", forwarded.parse().expect("ascii"));
+    }
+    AuthServiceClient::new(channel)
+        .login(request)
+        .await
+        .map(|r| r.into_inner().token)
+}
+
+/// Wrong passwords for `ada` from `from` until the answer is RESOURCE_EXHAUSTED (at most 12);
+/// `forwarded(n)` is the n-th call's `X-Forwarded-For`. Returns the codes seen.
+async fn fail_until_refused(
+    cluster: &Cluster,
+    from: &str,
+    forwarded: impl Fn(usize) -> Option<String>,
+) -> Vec<Code> {
+    let mut codes = Vec::new();
+    for n in 0..12 {
+        let code = login_from(cluster, from, forwarded(n).as_deref(), "ada", "not-ada-pw")
+            .await
+            .expect_err("a wrong password")
+            .code();
+        codes.push(code);
+        if code == Code::ResourceExhausted {
+            break;
+        }
+    }
+    codes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_from_one_address_do_not_lock_the_user_out_elsewhere() {
+    let cluster = Cluster::builder().workers(0).start().await;
+    // The attacker, on 127.0.0.2, forges a different X-Forwarded-For on every call: with no
+    // trusted proxy the header is ignored, and the failures count against 127.0.0.2.
+    let codes = fail_until_refused(&cluster, "127.0.0.2", |n| {
+        Some(format!("203.0.113.{}", n + 1))
+    })
+    .await;
+    assert_eq!(codes.first(), Some(&Code::Unauthenticated), "{codes:?}");
+    assert_eq!(codes.last(), Some(&Code::ResourceExhausted), "{codes:?}");
+    let refused = login_from(
+        &cluster,
+        "127.0.0.2",
+        Some("198.51.100.9"),
+        "ada",
+        "ada-administrator-pw",
+    )
+    .await
+    .expect_err("the attacker's address is refused, right password or not");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // ada, from another address, signs in.
+    login_from(&cluster, "127.0.0.3", None, "ada", "ada-administrator-pw")
+        .await
+        .expect("ada signs in from another address");
+    // Another user from the attacker's address is not locked either.
+    login_from(&cluster, "127.0.0.2", None, "otto", "otto-operator-pw")
+        .await
+        .expect("otto signs in from 127.0.0.2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_failures_count_per_forwarded_client() {
+    let cluster = Cluster::builder()
+        .workers(0)
+        .control_plane_args(&["--trusted-proxy", "127.0.0.1/32"])
+        .start()
+        .await;
+    // Through the proxy (127.0.0.1): the attacker is 203.0.113.7.
+    let codes = fail_until_refused(&cluster, "127.0.0.1", |_| Some("203.0.113.7".into())).await;
+    assert_eq!(codes.last(), Some(&Code::ResourceExhausted), "{codes:?}");
+    login_from(
+        &cluster,
+        "127.0.0.1",
+        Some("198.51.100.9"),
+        "ada",
+        "ada-administrator-pw",
+    )
+    .await
+    .expect("ada signs in through the same proxy from another client address");
+    // The attacker cannot escape by putting another address in front: the proxy's entry (the
+    // right-most) names the client.
+    for forwarded in ["203.0.113.7", "198.51.100.9, 203.0.113.7"] {
+        let refused = login_from(
+            &cluster,
+            "127.0.0.1",
+            Some(forwarded),
+            "ada",
+            "ada-administrator-pw",
+        )
+        .await
+        .expect_err("the attacker's client address is refused");
+        assert_eq!(
+            refused.code(),
+            Code::ResourceExhausted,
+            "{forwarded}: {refused:?}"
+        );
+    }
+    // A peer that is not a trusted proxy (127.0.0.2) is not believed, whatever it forwards.
+    let codes = fail_until_refused(&cluster, "127.0.0.2", |n| {
+        Some(format!("192.0.2.{}", n + 1))
+    })
+    .await;
+    assert_eq!(codes.last(), Some(&Code::ResourceExhausted), "{codes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlong_sign_in_names_are_refused_before_anything_is_kept() {
+    let cluster = Cluster::builder().workers(0).start().await;
+    let mut auth = AuthServiceClient::new(cluster.channel());
+    for (what, username, password) in [
+        (
+            "a 1 MB name",
+            "n".repeat(1 << 20),
+            "whatever-pw".to_string(),
+        ),
+        (
+            "a 257-byte name",
+            "n".repeat(257),
+            "whatever-pw".to_string(),
+        ),
+        ("a 1025-byte password", "ada".to_string(), "p".repeat(1025)),
+    ] {
+        let status = auth
+            .login(LoginRequest { username, password })
+            .await
+            .expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(status.message().contains("at most"), "{what}: {status:?}");
+    }
+    // Distinct long names, far more than an address may try in a minute: each is refused as
+    // an invalid argument (none reaches the rate limiter), and sign-in still works.
+    for n in 0..100 {
+        let status = auth
+            .login(LoginRequest {
+                username: format!("{n}{}", "x".repeat(4096)),
+                password: "whatever-pw".into(),
+            })
+            .await
+            .expect_err("an overlong name");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    cluster
+        .login("ada", "ada-administrator-pw")
+        .await
+        .expect("ada signs in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_password_ends_the_tokens_issued_before() {
+    let cluster = Cluster::builder().workers(0).start().await;
+    let old = cluster
+        .login("otto", "otto-operator-pw")
+        .await
+        .expect("otto signs in");
+    let mut client = cluster.client_with(Bearer::token(&old));
+    client
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .expect("the token works");
+
+    let (status, stdout, stderr) = cluster.admin_command(
+        &["users", "set-password", "--username", "otto"],
+        "otto-new-password\n",
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("changed"), "{stdout}");
+    let refused = client
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .expect_err("a token from before the new password is refused");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("password was changed")
+            && refused.message().contains("sign in again"),
+        "{refused:?}"
+    );
+    let old_password = cluster
+        .login("otto", "otto-operator-pw")
+        .await
+        .expect_err("the old password is refused");
+    assert_eq!(old_password.code(), Code::Unauthenticated);
+    let new = cluster
+        .login("otto", "otto-new-password")
+        .await
+        .expect("otto signs in with the new password");
+    let mut client = cluster.client_with(Bearer::token(&new));
+    client
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .expect("the new token works");
+
+    // Disabling and enabling again also ends earlier tokens.
+    for command in ["disable", "enable"] {
+        let (status, _, stderr) =
+            cluster.admin_command(&["users", command, "--username", "otto"], "");
+        assert!(status.success(), "{command}: {stderr}");
+    }
+    let refused = client
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .expect_err("a token from before the account was disabled stays refused");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    // Others' tokens are untouched.
+    cluster
+        .client_as("vera")
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .expect("vera's token still works");
 }

@@ -6,23 +6,25 @@
 //! let a client name itself.
 
 mod layer;
+pub mod sign_in;
 mod tokens;
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
 use presswork_proto::v1::Role;
 use subtle::ConstantTimeEq;
 use tonic::Status;
 
 pub use layer::{AuthLayer, AuthService};
+use sign_in::{Refusal, SignInLimits};
 pub use tokens::{TokenIssuer, VerifiedToken};
+use tracing::warn;
 
 use crate::store::{Store, StoreError, UserRecord};
 
@@ -116,6 +118,8 @@ pub struct AuthSettings {
     pub token_ttl: Duration,
     /// Credentials workers present on `WorkerService.Connect`.
     pub worker_tokens: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// Checks credentials: passwords at sign-in, bearer tokens on every call.
@@ -123,17 +127,18 @@ pub struct Authenticator {
     store: Store,
     issuer: TokenIssuer,
     worker_tokens: Vec<String>,
-    /// Sign-in attempts per user name and per client address.
-    per_user: DefaultKeyedRateLimiter<String>,
-    per_source: DefaultKeyedRateLimiter<IpAddr>,
+    trusted_proxies: Vec<IpNet>,
+    /// Sign-in attempts per client address, and failures per (user, address).
+    limits: SignInLimits,
     /// Verified against when the user does not exist, so timing does not tell who exists.
     dummy_hash: String,
 }
 
-/// Sign-in attempts allowed per minute for one user name, and for one client address.
-const LOGINS_PER_USER_PER_MINUTE: u32 = 10;
-const LOGINS_PER_SOURCE_PER_MINUTE: u32 = 30;
 pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest user name and password a sign-in may carry; longer ones are refused before
+/// anything is looked up or stored.
+pub const MAX_USERNAME_BYTES: usize = 256;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
 const SIGNING_KEY_SETTING: &str = "token_signing_key";
 
 impl Authenticator {
@@ -149,31 +154,42 @@ impl Authenticator {
                 })?
             }
         };
-        let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         Ok(Arc::new(Authenticator {
             store,
             issuer: TokenIssuer::new(&key, settings.token_ttl).map_err(StoreError::Corrupt)?,
             worker_tokens: settings.worker_tokens,
-            per_user: RateLimiter::keyed(per_minute(LOGINS_PER_USER_PER_MINUTE)),
-            per_source: RateLimiter::keyed(per_minute(LOGINS_PER_SOURCE_PER_MINUTE)),
+            trusted_proxies: settings.trusted_proxies,
+            limits: SignInLimits::default(),
             dummy_hash: hash_password("presswork-timing-equaliser").unwrap_or_default(),
         }))
     }
 
-    /// Signs a user in: a token if the password matches an enabled account.
+    /// The address a call comes from: the TCP peer's, or the client a trusted proxy names in
+    /// `X-Forwarded-For` (see [`sign_in::client_address`]).
+    pub fn client_address<'a>(
+        &self,
+        peer: Option<IpAddr>,
+        forwarded_for: impl DoubleEndedIterator<Item = Option<&'a str>>,
+    ) -> Option<IpAddr> {
+        sign_in::client_address(peer, forwarded_for, &self.trusted_proxies)
+    }
+
+    /// Signs a user in: a token if the password matches an enabled account. Overlong names and
+    /// passwords are refused first ([`check_credentials_length`]); then the address's limit is
+    /// counted, then the (user, address) pair's lock checked. Only a failure is stored, per pair.
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         source: Option<IpAddr>,
     ) -> Result<(String, i64, UserRecord), Status> {
-        let limited = self.per_user.check_key(&username.to_string()).is_err()
-            || source.is_some_and(|ip| self.per_source.check_key(&ip).is_err());
-        if limited {
-            return Err(Status::resource_exhausted(
-                "too many sign-in attempts for this user or from this address: wait a minute and try again",
-            ));
-        }
+        check_credentials_length(username, password)?;
+        // A call without a TCP peer (none today) shares one budget.
+        let source = source.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        self.limits
+            .admit_source(source)
+            .and_then(|()| self.limits.check_pair(username, source, Instant::now()))
+            .map_err(refused)?;
         let user = self
             .store
             .user(username)
@@ -195,13 +211,33 @@ impl Authenticator {
             })?;
         match user {
             Some(user) if matches && !user.disabled => {
-                let (token, expires) = self.issuer.issue(&user.username, user.role);
+                self.limits.record_success(username, source);
+                let (token, expires) =
+                    self.issuer
+                        .issue(&user.username, user.role, user.credential_version);
                 Ok((token, expires, user))
             }
-            _ => Err(Status::unauthenticated(
-                "wrong username or password, or the account is disabled: check them, or ask an administrator",
-            )),
+            _ => {
+                if let Some(lock) = self.limits.record_failure(username, source, Instant::now()) {
+                    warn!(
+                        %source,
+                        lock_seconds = lock.as_secs(),
+                        "repeated failed sign-ins for one user from one address: locked"
+                    );
+                }
+                Err(Status::unauthenticated(
+                    "wrong username or password, or the account is disabled: check them, or ask an administrator",
+                ))
+            }
         }
+    }
+
+    /// How many addresses and (user, address) pairs the sign-in limits hold now.
+    pub fn tracked_sign_in_keys(&self) -> (usize, usize) {
+        (
+            self.limits.tracked_sources(),
+            self.limits.tracked_failures(),
+        )
     }
 
     /// The caller behind a bearer token, as the store says now (a disabled account or a
@@ -214,8 +250,18 @@ impl Authenticator {
             .await
             .map_err(crate::grpc::store_status)?;
         match user {
-            Some(user) if !user.disabled => Ok((user, verified)),
-            _ => Err(Status::unauthenticated(
+            Some(user) if user.disabled => Err(Status::unauthenticated(
+                "this token's account is disabled: sign in again with an enabled account",
+            )),
+            Some(user) if verified.credential_version != Some(user.credential_version) => Err(
+                Status::unauthenticated(if verified.credential_version.is_none() {
+                    "this token is from an older version of the control plane: sign in again"
+                } else {
+                    "your password was changed (or your account disabled and enabled again) after this token was issued: sign in again"
+                }),
+            ),
+            Some(user) => Ok((user, verified)),
+            None => Err(Status::unauthenticated(
                 "this token's account is disabled or no longer exists: sign in again with an enabled account",
             )),
         }
@@ -233,6 +279,40 @@ impl Authenticator {
     pub fn has_worker_tokens(&self) -> bool {
         !self.worker_tokens.is_empty()
     }
+}
+
+/// Refuses a user name or password longer than any account can have, before anything about
+/// the call is stored (a long name would otherwise be kept as a limiter's key).
+pub fn check_credentials_length(username: &str, password: &str) -> Result<(), Status> {
+    if username.len() > MAX_USERNAME_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "the username is {} bytes long; user names have at most {MAX_USERNAME_BYTES}: check it",
+            username.len()
+        )));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "the password is {} bytes long; passwords have at most {MAX_PASSWORD_BYTES}: check it",
+            password.len()
+        )));
+    }
+    Ok(())
+}
+
+fn refused(refusal: Refusal) -> Status {
+    Status::resource_exhausted(match refusal {
+        Refusal::SourceLimited => format!(
+            "too many sign-in attempts from this address (more than {} a minute): wait a minute and try again",
+            sign_in::SOURCES_PER_MINUTE
+        ),
+        Refusal::TooManySources => {
+            "too many addresses are signing in at once: wait a minute and try again".to_owned()
+        }
+        Refusal::Locked { remaining } => format!(
+            "too many failed sign-ins for this user from this address: wait {} s and try again (other addresses are not affected)",
+            remaining.as_secs().max(1)
+        ),
+    })
 }
 
 /// An Argon2id PHC string for `password`, with a fresh random salt.

@@ -20,6 +20,10 @@ struct Claims {
     iss: String,
     iat: i64,
     exp: i64,
+    /// The user's credential version at sign-in: a token whose version is not the stored one
+    /// (the password was changed since) is refused. Absent in tokens of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ver: Option<i64>,
 }
 
 /// A token that verified: whose it is and when it expires.
@@ -27,6 +31,8 @@ struct Claims {
 pub struct VerifiedToken {
     pub username: String,
     pub expires_at_unix_ms: i64,
+    /// The credential version the token was issued for (`None`: an older token without one).
+    pub credential_version: Option<i64>,
 }
 
 pub struct TokenIssuer {
@@ -52,12 +58,12 @@ impl TokenIssuer {
         })
     }
 
-    /// A token for `username`, and when it expires (Unix ms).
-    pub fn issue(&self, username: &str, role: Role) -> (String, i64) {
-        self.issue_at(username, role, now_ms() / 1000)
+    /// A token for `username` at credential version `version`, and when it expires (Unix ms).
+    pub fn issue(&self, username: &str, role: Role, version: i64) -> (String, i64) {
+        self.issue_at(username, role, version, now_ms() / 1000)
     }
 
-    fn issue_at(&self, username: &str, role: Role, now: i64) -> (String, i64) {
+    fn issue_at(&self, username: &str, role: Role, version: i64, now: i64) -> (String, i64) {
         let exp = now + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let claims = Claims {
             sub: username.into(),
@@ -65,6 +71,7 @@ impl TokenIssuer {
             iss: ISSUER.into(),
             iat: now,
             exp,
+            ver: Some(version),
         };
         // Encoding an HS256 token with a valid key cannot fail.
         let token =
@@ -77,6 +84,7 @@ impl TokenIssuer {
             Ok(data) => Ok(VerifiedToken {
                 username: data.claims.sub,
                 expires_at_unix_ms: data.claims.exp * 1000,
+                credential_version: data.claims.ver,
             }),
             Err(e) => Err(Status::unauthenticated(match e.kind() {
                 ErrorKind::ExpiredSignature => "the token has expired: sign in again",
@@ -99,10 +107,11 @@ mod tests {
     #[test]
     fn a_token_verifies_until_it_expires_and_only_with_its_key() {
         let issuer = TokenIssuer::new(&[7; 32], Duration::from_secs(60)).unwrap();
-        let (token, expires) = issuer.issue("ada", Role::Administrator);
+        let (token, expires) = issuer.issue("ada", Role::Administrator, 3);
         let verified = issuer.verify(&token).unwrap();
         assert_eq!(verified.username, "ada");
         assert_eq!(verified.expires_at_unix_ms, expires);
+        assert_eq!(verified.credential_version, Some(3));
 
         let other = TokenIssuer::new(&[8; 32], Duration::from_secs(60)).unwrap();
         assert_eq!(
@@ -110,7 +119,7 @@ mod tests {
             tonic::Code::Unauthenticated
         );
 
-        let (old, _) = issuer.issue_at("ada", Role::Administrator, now_ms() / 1000 - 3600);
+        let (old, _) = issuer.issue_at("ada", Role::Administrator, 0, now_ms() / 1000 - 3600);
         let err = issuer.verify(&old).unwrap_err();
         assert!(err.message().contains("expired"), "{err:?}");
     }

@@ -19,7 +19,14 @@ impl AuthService for AuthApi {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        let source = request.remote_addr().map(|a| a.ip());
+        let source = self.auth.client_address(
+            request.remote_addr().map(|a| a.ip()),
+            request
+                .metadata()
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|value| value.to_str().ok()),
+        );
         let req = request.into_inner();
         if req.username.is_empty() || req.password.is_empty() {
             return Err(Status::invalid_argument(

@@ -62,6 +62,7 @@ impl Db {
                 include_str!("../../migrations/postgres/0003_reports.sql"),
                 include_str!("../../migrations/postgres/0004_configured_jobs.sql"),
                 include_str!("../../migrations/postgres/0005_replicas.sql"),
+                include_str!("../../migrations/postgres/0006_credential_version.sql"),
             ])
             .run(&pool)
             .await?;
@@ -90,6 +91,7 @@ impl Db {
                 include_str!("../../migrations/sqlite/0002_users.sql"),
                 include_str!("../../migrations/sqlite/0003_reports.sql"),
                 include_str!("../../migrations/sqlite/0004_configured_jobs.sql"),
+                include_str!("../../migrations/sqlite/0005_credential_version.sql"),
             ])
             .run(&pool)
             .await?;

@@ -13,10 +13,12 @@ pub struct UserRecord {
     pub password_hash: String,
     pub role: Role,
     pub disabled: bool,
+    /// Raised by every change that must end the user's sessions (a new password, disabling
+    /// or enabling the account); every token carries the version it was issued at.
+    pub credential_version: i64,
 }
 
-const SELECT_USER: &str =
-    "SELECT username, password_hash, role, disabled FROM users WHERE username = $1";
+const SELECT_USER: &str = "SELECT username, password_hash, role, disabled, credential_version FROM users WHERE username = $1";
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -24,6 +26,7 @@ struct UserRow {
     password_hash: String,
     role: String,
     disabled: i64,
+    credential_version: i64,
 }
 
 impl TryFrom<UserRow> for UserRecord {
@@ -37,6 +40,7 @@ impl TryFrom<UserRow> for UserRecord {
             password_hash: row.password_hash,
             role,
             disabled: row.disabled != 0,
+            credential_version: row.credential_version,
         })
     }
 }
@@ -77,6 +81,7 @@ impl Store {
                             password_hash: row.get(1)?,
                             role: row.get(2)?,
                             disabled: row.get(3)?,
+                            credential_version: row.get(4)?,
                         })
                     })
             });
@@ -97,7 +102,7 @@ impl Store {
 
     pub async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
         let rows: Vec<UserRow> = with_pool!(&self.db, pool => {
-            sqlx::query_as("SELECT username, password_hash, role, disabled FROM users ORDER BY username")
+            sqlx::query_as("SELECT username, password_hash, role, disabled, credential_version FROM users ORDER BY username")
                 .fetch_all(pool)
                 .await?
         });
@@ -119,13 +124,14 @@ impl Store {
         Ok(())
     }
 
+    /// Disables or enables `username`, and ends every token issued before.
     pub async fn set_user_disabled(
         &self,
         username: &str,
         disabled: bool,
     ) -> Result<(), StoreError> {
         let updated = with_pool!(&self.db, pool => {
-            sqlx::query("UPDATE users SET disabled = $2 WHERE username = $1")
+            sqlx::query("UPDATE users SET disabled = $2, credential_version = credential_version + 1 WHERE username = $1")
                 .bind(username)
                 .bind(i64::from(disabled))
                 .execute(pool)
@@ -138,13 +144,14 @@ impl Store {
         Ok(())
     }
 
+    /// Sets `username`'s password hash, and ends every token issued before.
     pub async fn set_user_password(
         &self,
         username: &str,
         password_hash: &str,
     ) -> Result<(), StoreError> {
         let updated = with_pool!(&self.db, pool => {
-            sqlx::query("UPDATE users SET password_hash = $2 WHERE username = $1")
+            sqlx::query("UPDATE users SET password_hash = $2, credential_version = credential_version + 1 WHERE username = $1")
                 .bind(username)
                 .bind(password_hash)
                 .execute(pool)
