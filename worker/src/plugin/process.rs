@@ -312,7 +312,7 @@ impl ConnectorRun {
             child,
             group: Pid::from_raw(pid),
             stdin: Some(stdin),
-            stdout: BoundedLines::new(stdout, MAX_MESSAGE_BYTES),
+            stdout: BoundedLines::new(stdout, MAX_MESSAGE_BYTES).cut_at_limit(),
             stderr_copy: Some(AbortOnDropHandle::new(tokio::spawn(copy_stderr(
                 stderr_pipe,
                 stderr,
