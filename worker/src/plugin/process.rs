@@ -196,6 +196,10 @@ pub struct ConnectorRun {
     stdout: BoundedLines<ChildStdout>,
     stderr_copy: Option<AbortOnDropHandle<usize>>,
     lines_read: u64,
+    /// Protocol errors quote the bad line and the parser's reason (the conformance kit);
+    /// otherwise they go to the worker's log only, as the line may hold a row's values and a
+    /// job's error is shown to every viewer.
+    quote_bad_lines: bool,
     /// The group was killed and the child reaped: nothing left for `drop`.
     ended: bool,
 }
@@ -265,6 +269,13 @@ async fn spawn_tied_to_worker(mut command: tokio::process::Command) -> std::io::
 }
 
 impl ConnectorRun {
+    /// Quotes a bad stdout line and why it is refused in protocol errors (for the conformance
+    /// kit, whose report goes to the connector's developer, not to a job's viewers).
+    pub fn quoting_bad_lines(mut self) -> Self {
+        self.quote_bad_lines = true;
+        self
+    }
+
     /// Starts `program` in a new process group, in `start.work_dir`, without the worker's
     /// `PRESSWORK_*` environment (its credential), and writes `start` to its stdin. Its
     /// stderr lines go to `stderr`.
@@ -318,6 +329,7 @@ impl ConnectorRun {
                 stderr,
             )))),
             lines_read: 0,
+            quote_bad_lines: false,
             ended: false,
         };
         let line = serde_json::to_string(start).expect("a start message serialises");
@@ -386,8 +398,14 @@ impl ConnectorRun {
                 continue;
             }
             return ConnectorMessage::parse(&line.bytes).map(Some).map_err(|e| {
+                let why = if self.quote_bad_lines {
+                    format!(" ({e})")
+                } else {
+                    tracing::warn!(connector = %self.program.name, line = self.lines_read, reason = %e, "a connector's stdout line is not a protocol message");
+                    String::new()
+                };
                 self.program.protocol_error(&format!(
-                    "line {} of its stdout is not a protocol message ({e})",
+                    "line {} of its stdout is not a protocol message{why}",
                     self.lines_read
                 ))
             });
@@ -634,6 +652,10 @@ echo '{"type":"done"}'"#,
         let group = run.pid();
         let error = run.next_message().await.expect_err("garbage");
         assert!(error.starts_with("connector `noisy` broke the connector protocol: line 1 of its stdout is not a protocol message"), "{error}");
+        assert!(
+            !error.contains("Starting up"),
+            "the line (it may hold a row's values) is not quoted: {error}"
+        );
         assert!(error.contains("connector-check"), "{error}");
         let ending = run.cancel("protocol error", Duration::from_secs(5)).await;
         assert!(!ending.killed, "{ending:?}");
