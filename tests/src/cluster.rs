@@ -90,6 +90,9 @@ pub struct ClusterBuilder {
     tls: bool,
     /// Listen on every address, not only loopback (for workers in a network namespace).
     listen_on_all_addresses: bool,
+    /// Workers may read and write under the cluster's directory and reach loopback over HTTP
+    /// (`--data-dir`, `--allow-dirs`, `--allow-hosts`); off: the worker's own closed defaults.
+    open_reach: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -106,6 +109,7 @@ impl Default for ClusterBuilder {
             worker_args: Vec::new(),
             tls: false,
             listen_on_all_addresses: false,
+            open_reach: true,
         }
     }
 }
@@ -179,6 +183,14 @@ impl ClusterBuilder {
     /// The test's clients still use loopback.
     pub fn listen_on_all_addresses(mut self) -> Self {
         self.listen_on_all_addresses = true;
+        self
+    }
+
+    /// Workers keep their own defaults for what jobs may reach: no `--data-dir`, only
+    /// `--output-dir` for files, only public addresses over HTTP. By default the cluster's
+    /// workers may use its directory and loopback.
+    pub fn closed_reach(mut self) -> Self {
+        self.open_reach = false;
         self
     }
 
@@ -556,6 +568,17 @@ impl Cluster {
         }
         if self.config.test_reports {
             args.push("--enable-test-reports".to_owned());
+        }
+        if self.config.open_reach {
+            let root = self.root.display().to_string();
+            args.extend([
+                "--data-dir".to_owned(),
+                root.clone(),
+                "--allow-dirs".to_owned(),
+                root,
+                "--allow-hosts".to_owned(),
+                "127.0.0.0/8,::1,localhost".to_owned(),
+            ]);
         }
         args.extend(self.config.worker_args.iter().cloned());
         let log = self.worker_log(index);

@@ -361,3 +361,40 @@ async fn a_connector_that_breaks_the_protocol_fails_its_job_with_advice() {
         "the worker still has children: {children:?}"
     );
 }
+
+/// A worker killed with SIGKILL takes its connectors with it (PR_SET_PDEATHSIG, see
+/// docs/decisions.md): before, a connector that ignores SIGTERM ran on with parent 1 after
+/// its worker vanished.
+#[tokio::test]
+async fn a_killed_workers_connector_does_not_outlive_it() {
+    let mut cluster = with_connectors(&[]).start().await;
+    let job = cluster
+        .submit(
+            "demo-fast",
+            &[
+                ("source", "misbehaving"),
+                ("source.misbehave", "ignore-sigterm"),
+                ("source.rows", "10000000"),
+                // Asleep when its pipes close: it does not die writing to a closed stdout.
+                ("source.delay_ms", "60000"),
+            ],
+        )
+        .await;
+    let connector = connector_pid(&cluster, &job.id).await;
+    cluster
+        .wait_for_log_entry(&job.id, "the connector's mode on its stderr", WAIT, |e| {
+            e.message
+                .contains("misbehaving connector: mode 'ignore-sigterm'")
+        })
+        .await;
+    assert!(!live_group_members(connector).is_empty());
+
+    cluster.kill_worker(0);
+    wait_until(
+        "the killed worker's connector exits",
+        SETTLE * 3,
+        || live_group_members(connector).is_empty(),
+        || format!("{:?}", live_group_members(connector)),
+    )
+    .await;
+}

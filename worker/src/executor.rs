@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 use crate::cancel::{CancelEffect, CancelReason, JobControl};
 use crate::configured::{self, ConfiguredReport, Delivery, WorkerOffer};
 use crate::plugin::Connectors;
+use crate::reach::Reach;
 use crate::reports::{self, ReportPlan};
 use crate::stages::generate::{ReportDocument, TableDocument};
 use crate::stages::{
@@ -49,6 +50,8 @@ pub(crate) struct ExecutorSettings {
     pub(crate) connectors: Connectors,
     /// For HTTP sources and deliveries (one connection pool for every job).
     pub(crate) http: reqwest::Client,
+    /// What jobs may reach (directories, privileged SQL roles; hosts are the client's).
+    pub(crate) reach: Arc<Reach>,
 }
 
 /// What one job runs: a built-in report, or a stored configuration.
@@ -326,6 +329,7 @@ impl Executor {
             work_dir: work_dir.clone(),
             output_dir: self.settings.output_dir.clone(),
             http: self.settings.http.clone(),
+            reach: Arc::clone(&self.settings.reach),
         };
         // Stages run on their own runtime so that CPU-bound stage code never delays the stream
         // that brings the cancel (see stage_runtime).
@@ -357,6 +361,7 @@ struct Pipeline {
     work_dir: PathBuf,
     output_dir: PathBuf,
     http: reqwest::Client,
+    reach: Arc<Reach>,
 }
 
 impl Pipeline {
@@ -388,7 +393,9 @@ impl Pipeline {
         let job = self.reporter.job();
 
         let ctx = self.enter(Stage::Ingest)?;
-        let rows = self.stage(&ctx, ingest::run(&ctx, &plan.input)).await?;
+        let rows = self
+            .stage(&ctx, ingest::run(&ctx, &plan.input, &self.reach))
+            .await?;
 
         let ctx = self.enter(Stage::Transform)?;
         let summary = self.stage(&ctx, transform::run(&ctx, &rows)).await?;
@@ -430,7 +437,13 @@ impl Pipeline {
             })?;
         self.stage(
             &ctx,
-            sources::read(&ctx, &report.source, &self.http, &mut transformer),
+            sources::read(
+                &ctx,
+                &report.source,
+                &self.http,
+                &self.reach,
+                &mut transformer,
+            ),
         )
         .await?;
 
@@ -460,14 +473,25 @@ impl Pipeline {
         let ctx = self.enter(Stage::Deliver)?;
         match &report.delivery {
             Delivery::Directory { dir, file_name } => {
-                let path = self
-                    .stage(&ctx, deliver::run(&ctx, &pdf, dir, file_name))
-                    .await?;
+                let deliver = async {
+                    let dir = self
+                        .reach
+                        .delivery_dir(dir, &self.output_dir)
+                        .await
+                        .map_err(|problem| {
+                            StageError::Failed(format!(
+                                "cannot deliver to {}: {problem}",
+                                dir.display()
+                            ))
+                        })?;
+                    deliver::run(&ctx, &pdf, &dir, file_name).await
+                };
+                let path = self.stage(&ctx, deliver).await?;
                 Ok(path.display().to_string())
             }
             Delivery::Http(delivery) => {
-                self.stage(&ctx, upload::run(&ctx, &self.http, &pdf, delivery))
-                    .await
+                let upload = upload::run(&ctx, &self.http, &self.reach.allow_hosts, &pdf, delivery);
+                self.stage(&ctx, upload).await
             }
         }
     }
@@ -680,6 +704,7 @@ mod tests {
             work_dir: work.path().to_path_buf(),
             connectors: Connectors::default(),
             http: reqwest::Client::new(),
+            reach: Arc::new(Reach::default()),
         };
         Fixture {
             executor: Executor::new(settings, tx),

@@ -17,6 +17,7 @@ pub mod configured;
 mod executor;
 pub mod health;
 pub mod plugin;
+pub mod reach;
 pub mod reports;
 mod session;
 pub mod stage_runtime;
@@ -64,6 +65,9 @@ pub struct WorkerConfig {
     /// The connectors jobs may name (`--connector`, `--connector-dir`), and their grace
     /// period after SIGTERM (`--connector-grace-ms`).
     pub connectors: plugin::Connectors,
+    /// What jobs may reach: hosts, directories, privileged SQL roles (`--allow-hosts`,
+    /// `--data-dir`, `--allow-dirs`, `--allow-privileged-sql-roles`).
+    pub reach: reach::Reach,
 }
 
 /// A worker credential; never printed, not even by `{:?}`.
@@ -96,6 +100,7 @@ impl Default for WorkerConfig {
             tls_ca: None,
             health_listen: None,
             connectors: plugin::Connectors::default(),
+            reach: reach::Reach::default(),
         }
     }
 }
@@ -171,9 +176,16 @@ pub async fn run(mut config: WorkerConfig, shutdown: CancellationToken) -> anyho
         output_dir = %config.output_dir.display(),
         reports = ?reports::available(config.enable_test_reports),
         connectors = ?config.connectors.names(),
+        data_dir = ?config.reach.data_dir,
+        allow_dirs = ?config.reach.allow_dirs,
         stage_priority = ?stage_runtime::priority(),
         "worker starting"
     );
+    if config.reach.allow_privileged_sql_roles {
+        tracing::warn!(
+            "--allow-privileged-sql-roles is set: SQL sources may run as a PostgreSQL superuser or a role that reads, writes or runs files on the database server"
+        );
+    }
     let (connected, connected_rx) = tokio::sync::watch::channel(false);
     let stop_health = CancellationToken::new();
     let health = match config.health_listen {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use presswork_worker::plugin::check::{self, CheckOptions};
 use presswork_worker::plugin::{self, Connectors};
+use presswork_worker::reach::{AllowedHosts, Reach};
 use presswork_worker::stage_runtime::{self, StagePriority};
 use presswork_worker::{DEFAULT_CAPACITY, DEFAULT_CONTROL_PLANE, DEFAULT_OUTPUT_DIR, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -83,6 +84,34 @@ struct Flags {
     #[arg(long, env = "PRESSWORK_CONNECTOR_GRACE_MS", value_name = "MS",
           default_value_t = plugin::DEFAULT_GRACE.as_millis() as u64)]
     connector_grace_ms: u64,
+    /// The directory the demo reports' `input=PATH` and file sources read from. Without it,
+    /// `input=` is refused (the demo reports read their bundled sample).
+    #[arg(long, env = "PRESSWORK_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// More directories file sources (csv, jsonl, sqlite://) may read and directory deliveries
+    /// may write, besides --data-dir and --output-dir (repeat, or comma-separate).
+    #[arg(
+        long = "allow-dirs",
+        env = "PRESSWORK_ALLOW_DIRS",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    allow_dirs: Vec<PathBuf>,
+    /// Hosts HTTP sources and deliveries may reach besides public addresses: networks
+    /// (10.1.0.0/16), addresses (127.0.0.1) or host names (repeat, or comma-separate). By
+    /// default loopback, private, link-local and metadata addresses are refused.
+    #[arg(
+        long = "allow-hosts",
+        env = "PRESSWORK_ALLOW_HOSTS",
+        value_name = "HOST|CIDR",
+        value_delimiter = ','
+    )]
+    allow_hosts: Vec<String>,
+    /// Let SQL sources connect as a PostgreSQL superuser or a member of
+    /// pg_read_server_files, pg_write_server_files or pg_execute_server_program (refused by
+    /// default: such a role can read and write the database server's files).
+    #[arg(long, env = "PRESSWORK_ALLOW_PRIVILEGED_SQL_ROLES")]
+    allow_privileged_sql_roles: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +173,12 @@ async fn main() -> anyhow::Result<ExitCode> {
             &flags.connector_dirs,
             Duration::from_millis(flags.connector_grace_ms),
         )?,
+        reach: Reach {
+            data_dir: flags.data_dir,
+            allow_dirs: flags.allow_dirs,
+            allow_hosts: AllowedHosts::parse(&flags.allow_hosts).map_err(anyhow::Error::msg)?,
+            allow_privileged_sql_roles: flags.allow_privileged_sql_roles,
+        },
     };
 
     let shutdown = CancellationToken::new();

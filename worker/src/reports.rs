@@ -10,7 +10,8 @@
 //!   default transform) ignores its token for `stuck_ms` (default 600000); only a force stop
 //!   ends it.
 //!
-//! The demo reports take `input=PATH` (a CSV file; default the bundled sample) or
+//! The demo reports take `input=PATH` (a CSV file under the worker's `--data-dir`, refused
+//! when it has none, lines of at most 1 MiB; default the bundled sample) or
 //! `source=NAME` (a source connector registered on the worker, with its own parameters as
 //! `source.KEY=VALUE`), and `fail_stage=STAGE` (that stage fails on request, for tests).
 //!

@@ -159,7 +159,8 @@ impl WorkerSession {
                 output_dir: config.output_dir.clone(),
                 work_dir: config.work_dir.clone(),
                 connectors: config.connectors.clone(),
-                http: http_client()?,
+                http: http_client(&config.reach.allow_hosts)?,
+                reach: std::sync::Arc::new(config.reach.clone()),
             },
             events_tx,
         );

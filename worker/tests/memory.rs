@@ -88,6 +88,9 @@ async fn a_large_grouped_input_does_not_grow_the_workers_memory() {
         .arg(output.path())
         .arg("--work-dir")
         .arg(work.path())
+        // The generating server is on loopback.
+        .arg("--allow-hosts")
+        .arg("127.0.0.1")
         .env("PRESSWORK_WORKER_TOKEN", "memory-test-worker-token")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)

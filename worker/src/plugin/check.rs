@@ -203,7 +203,9 @@ async fn run_once(
         params: options.params.clone(),
         work_dir: work.path().display().to_string(),
     };
-    let mut run = ConnectorRun::start(program, &start, stderr).await?;
+    let mut run = ConnectorRun::start(program, &start, stderr)
+        .await?
+        .quoting_bad_lines();
     let mut rows = 0;
     let mut messages = 0;
     let reading = async {

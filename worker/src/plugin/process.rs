@@ -7,6 +7,12 @@
 //! pipes are closed: [`ConnectorRun::cancel`] and [`ConnectorRun::finish`] do it in order
 //! and report what they did; dropping an unfinished run SIGKILLs the group (tokio reaps the
 //! child).
+//!
+//! A connector dies with its worker: it is started with `PR_SET_PDEATHSIG` = SIGKILL, so a
+//! worker killed with SIGKILL (which runs none of the above) leaves no connector behind. The
+//! kernel sends that signal when the *thread* that forked the child exits, not the process,
+//! so connectors are forked from one thread kept for the life of the worker
+//! ([`spawn_tied_to_worker`]), never from a runtime's thread that may end (docs/decisions.md).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -190,11 +196,86 @@ pub struct ConnectorRun {
     stdout: BoundedLines<ChildStdout>,
     stderr_copy: Option<AbortOnDropHandle<usize>>,
     lines_read: u64,
+    /// Protocol errors quote the bad line and the parser's reason (the conformance kit);
+    /// otherwise they go to the worker's log only, as the line may hold a row's values and a
+    /// job's error is shown to every viewer.
+    quote_bad_lines: bool,
     /// The group was killed and the child reaped: nothing left for `drop`.
     ended: bool,
 }
 
+/// A command to start, the runtime its child belongs to, and where to send the child.
+type SpawnRequest = (
+    tokio::process::Command,
+    tokio::runtime::Handle,
+    tokio::sync::oneshot::Sender<std::io::Result<Child>>,
+);
+
+/// Starts `command` with `PR_SET_PDEATHSIG` = SIGKILL, from the worker's spawner thread: a
+/// thread started at the first call that lives as long as the process, so the signal fires
+/// when the worker dies, not when some thread exits. The child belongs to the caller's runtime
+/// (which reaps it).
+async fn spawn_tied_to_worker(mut command: tokio::process::Command) -> std::io::Result<Child> {
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<SpawnRequest>>> =
+        std::sync::OnceLock::new();
+    let worker = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: prctl(2) and getppid(2) are system calls, and it
+    // allocates nothing (the error is a raw OS error).
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|errno| std::io::Error::from_raw_os_error(errno as i32))?;
+            // The worker died between the fork and the prctl: the signal will never come.
+            if nix::unistd::getppid() != worker {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (requests, incoming) = std::sync::mpsc::channel::<SpawnRequest>();
+        let started = std::thread::Builder::new()
+            .name("presswork-connector-spawner".into())
+            .spawn(move || {
+                for (mut command, runtime, reply) in incoming {
+                    let _entered = runtime.enter();
+                    let _ = reply.send(command.spawn());
+                }
+            });
+        if let Err(error) = started {
+            tracing::error!(%error, "cannot start the connector spawner thread; connectors cannot run");
+        }
+        std::sync::Mutex::new(requests)
+    });
+    let (reply, child) = tokio::sync::oneshot::channel();
+    let sent = match spawner.lock() {
+        Ok(requests) => requests.send((command, tokio::runtime::Handle::current(), reply)),
+        Err(poisoned) => {
+            poisoned
+                .into_inner()
+                .send((command, tokio::runtime::Handle::current(), reply))
+        }
+    };
+    if sent.is_err() {
+        return Err(std::io::Error::other(
+            "the worker's connector spawner thread is gone (see the worker's log)",
+        ));
+    }
+    child.await.map_err(|_| {
+        std::io::Error::other("the worker's connector spawner thread stopped while starting it")
+    })?
+}
+
 impl ConnectorRun {
+    /// Quotes a bad stdout line and why it is refused in protocol errors (for the conformance
+    /// kit, whose report goes to the connector's developer, not to a job's viewers).
+    pub fn quoting_bad_lines(mut self) -> Self {
+        self.quote_bad_lines = true;
+        self
+    }
+
     /// Starts `program` in a new process group, in `start.work_dir`, without the worker's
     /// `PRESSWORK_*` environment (its credential), and writes `start` to its stdin. Its
     /// stderr lines go to `stderr`.
@@ -216,7 +297,7 @@ impl ConnectorRun {
                 command.env_remove(name);
             }
         }
-        let mut child = command.spawn().map_err(|e| {
+        let mut child = spawn_tied_to_worker(command).await.map_err(|e| {
             format!(
                 "cannot start {} ({}): {e}; check that the file exists, is executable (chmod +x) and that its interpreter (#! line) is installed",
                 program.label(),
@@ -242,12 +323,13 @@ impl ConnectorRun {
             child,
             group: Pid::from_raw(pid),
             stdin: Some(stdin),
-            stdout: BoundedLines::new(stdout, MAX_MESSAGE_BYTES),
+            stdout: BoundedLines::new(stdout, MAX_MESSAGE_BYTES).cut_at_limit(),
             stderr_copy: Some(AbortOnDropHandle::new(tokio::spawn(copy_stderr(
                 stderr_pipe,
                 stderr,
             )))),
             lines_read: 0,
+            quote_bad_lines: false,
             ended: false,
         };
         let line = serde_json::to_string(start).expect("a start message serialises");
@@ -316,8 +398,14 @@ impl ConnectorRun {
                 continue;
             }
             return ConnectorMessage::parse(&line.bytes).map(Some).map_err(|e| {
+                let why = if self.quote_bad_lines {
+                    format!(" ({e})")
+                } else {
+                    tracing::warn!(connector = %self.program.name, line = self.lines_read, reason = %e, "a connector's stdout line is not a protocol message");
+                    String::new()
+                };
                 self.program.protocol_error(&format!(
-                    "line {} of its stdout is not a protocol message ({e})",
+                    "line {} of its stdout is not a protocol message{why}",
                     self.lines_read
                 ))
             });
@@ -564,6 +652,10 @@ echo '{"type":"done"}'"#,
         let group = run.pid();
         let error = run.next_message().await.expect_err("garbage");
         assert!(error.starts_with("connector `noisy` broke the connector protocol: line 1 of its stdout is not a protocol message"), "{error}");
+        assert!(
+            !error.contains("Starting up"),
+            "the line (it may hold a row's values) is not quoted: {error}"
+        );
         assert!(error.contains("connector-check"), "{error}");
         let ending = run.cancel("protocol error", Duration::from_secs(5)).await;
         assert!(!ending.killed, "{ending:?}");

@@ -154,13 +154,15 @@ pub struct Line {
 }
 
 /// Reads `\n`-terminated lines keeping at most `max` bytes of each (the rest of a longer line
-/// is read and dropped, so the writer never blocks on it). Cancel-safe: a partial line is kept
-/// in the reader between calls.
+/// is read and dropped, so the writer never blocks on it — or, made with
+/// [`BoundedLines::cut_at_limit`], not read: the cut line is returned at once, for a reader that
+/// gives up on it). Cancel-safe: a partial line is kept in the reader between calls.
 pub struct BoundedLines<R> {
     reader: BufReader<R>,
     max: usize,
     line: Vec<u8>,
     truncated: bool,
+    cut_at_limit: bool,
 }
 
 impl<R: AsyncRead + Unpin> BoundedLines<R> {
@@ -170,7 +172,16 @@ impl<R: AsyncRead + Unpin> BoundedLines<R> {
             max,
             line: Vec::new(),
             truncated: false,
+            cut_at_limit: false,
         }
+    }
+
+    /// Returns a line as soon as it is longer than the limit (marked truncated), without
+    /// reading the rest: a line without end (a connector writing `/dev/zero`) ends the read
+    /// at once instead of being read forever.
+    pub fn cut_at_limit(mut self) -> Self {
+        self.cut_at_limit = true;
+        self
     }
 
     /// The next line, or `None` at the end of the input (a last line without `\n` counts).
@@ -193,7 +204,7 @@ impl<R: AsyncRead + Unpin> BoundedLines<R> {
             }
             self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
             self.reader.consume(used);
-            if complete {
+            if complete || (self.truncated && self.cut_at_limit) {
                 return Ok(Some(self.take()));
             }
         }
@@ -327,6 +338,19 @@ mod tests {
                 ("last witho".to_string(), true),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_line_without_end_is_cut_at_the_limit() {
+        let endless = tokio::io::repeat(b'x');
+        let mut lines = BoundedLines::new(endless, 1000).cut_at_limit();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("returns at the limit")
+            .expect("read")
+            .expect("a line");
+        assert!(line.truncated);
+        assert_eq!(line.bytes.len(), 1000);
     }
 
     #[tokio::test]

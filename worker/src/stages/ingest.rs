@@ -1,22 +1,25 @@
 //! Ingest: reads sales rows from a CSV file (streamed line by line), the bundled sample, or a
 //! source connector (an out-of-process plug-in, see [`crate::plugin`]).
 //!
-//! The CSV reader is deliberately simple: comma-separated fields, no quoting, a header line
-//! that names at least the columns `region`, `product`, `quarter` and `amount` (any order, any
+//! The CSV reader is deliberately simple: comma-separated fields, no quoting, lines of at most
+//! [`MAX_LINE_BYTES`], a header line that names at least the columns `region`, `product`, `quarter` and `amount` (any order, any
 //! case). A connector sends the same fields as JSON objects.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::StreamExt;
 use presswork_proto::v1::LogLevel;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use super::{StageContext, StageError};
 use crate::plugin::protocol::{
-    ConnectorMessage, MessageLevel, PROTOCOL_VERSION, StartMessage, StartTag, excerpt,
+    ConnectorMessage, MessageLevel, PROTOCOL_VERSION, StartMessage, StartTag,
 };
 use crate::plugin::{ConnectorProgram, ConnectorRun};
+use crate::reach::Reach;
+use crate::stages::sources::jsonl::MAX_LINE_BYTES;
 
 /// Log lines a connector may add with `log` messages per run; more are dropped.
 const MAX_CONNECTOR_LOG_LINES: usize = 200;
@@ -114,8 +117,9 @@ impl SalesCsvParser {
             .ok()
             .filter(|amount| amount.is_finite())
             .ok_or_else(|| {
+                // The value is not quoted: errors are shown to every viewer of the job.
                 format!(
-                    "line {}: amount `{amount}` is not a number",
+                    "line {}: the amount is not a number; write it with digits and a `.` (e.g. 1234.5)",
                     self.line_number
                 )
             })?;
@@ -152,8 +156,14 @@ fn header_columns(fields: &[&str]) -> Result<[usize; 4], String> {
     ))
 }
 
-/// Reads every row of `input`, reporting progress and stopping when the token fires.
-pub async fn run(ctx: &StageContext, input: &Input) -> Result<Vec<SalesRow>, StageError> {
+/// Reads every row of `input`, reporting progress and stopping when the token fires. A file
+/// must be under the worker's `--data-dir` ([`Reach::data_input`]), and no line may be longer
+/// than [`MAX_LINE_BYTES`].
+pub async fn run(
+    ctx: &StageContext,
+    input: &Input,
+    reach: &Reach,
+) -> Result<Vec<SalesRow>, StageError> {
     let failed = |problem: String| {
         StageError::Failed(format!(
             "cannot read {}: {problem}; fix the input or pass another input=PATH",
@@ -195,8 +205,12 @@ pub async fn run(ctx: &StageContext, input: &Input) -> Result<Vec<SalesRow>, Sta
             }
         }
         Input::File(path) => {
+            let path = ctx
+                .cancellable(reach.data_input(path))
+                .await?
+                .map_err(failed)?;
             let file = ctx
-                .cancellable(tokio::fs::File::open(path))
+                .cancellable(tokio::fs::File::open(&path))
                 .await?
                 .map_err(|e| failed(e.to_string()))?;
             let size = ctx
@@ -205,13 +219,24 @@ pub async fn run(ctx: &StageContext, input: &Input) -> Result<Vec<SalesRow>, Sta
                 .map_err(|e| failed(e.to_string()))?
                 .len()
                 .max(1);
-            let mut lines = BufReader::new(file).lines();
+            let codec = LinesCodec::new_with_max_length(MAX_LINE_BYTES);
+            let mut lines = FramedRead::new(file, codec);
             let mut consumed = 0u64;
-            while let Some(line) = ctx
-                .cancellable(lines.next_line())
-                .await?
-                .map_err(|e| failed(e.to_string()))?
-            {
+            let mut line_number = 0u64;
+            while let Some(line) = ctx.cancellable(lines.next()).await? {
+                line_number += 1;
+                let line = line.map_err(|error| match error {
+                    LinesCodecError::MaxLineLengthExceeded => failed(format!(
+                        "line {line_number} is longer than the {} MiB limit",
+                        MAX_LINE_BYTES / (1024 * 1024)
+                    )),
+                    LinesCodecError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        failed(format!(
+                            "line {line_number} is not UTF-8; save the file as UTF-8"
+                        ))
+                    }
+                    LinesCodecError::Io(e) => failed(e.to_string()),
+                })?;
                 consumed += line.len() as u64 + 1;
                 rows.extend(parser.parse_line(&line).map_err(failed)?);
                 ctx.progress(consumed as f64 / size as f64);
@@ -391,9 +416,10 @@ fn sales_row(
     let text = |field: &str| match object.get(field) {
         Some(Value::String(text)) => Ok(text.clone()),
         Some(Value::Number(number)) => Ok(number.to_string()),
+        // The value is not quoted: errors are shown to every viewer of the job.
         Some(other) => Err(format!(
             "row {number}: field `{field}` is {}, not a string",
-            excerpt(&other.to_string(), 40)
+            json_kind(other)
         )),
         None => Err(format!(
             "row {number}: field `{field}` is missing; each row needs region, product, quarter and amount"
@@ -408,9 +434,7 @@ fn sales_row(
     .ok_or_else(|| {
         format!(
             "row {number}: field `amount` is {}, not a number",
-            object
-                .get("amount")
-                .map_or("missing".to_string(), |v| excerpt(&v.to_string(), 40))
+            object.get("amount").map_or("missing", json_kind)
         )
     })?;
     Ok(SalesRow {
@@ -419,6 +443,19 @@ fn sales_row(
         quarter: text("quarter")?,
         amount,
     })
+}
+
+/// What kind of JSON value `value` is, for errors that must not quote it.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 #[cfg(test)]
@@ -455,7 +492,16 @@ mod tests {
     fn errors_name_the_line_and_the_problem() {
         let error = parse_all("region,product,quarter,amount\nNorth,W,Q1,lots\n")
             .expect_err("amount is not a number");
-        assert_eq!(error, "line 2: amount `lots` is not a number");
+        assert_eq!(
+            error,
+            "line 2: the amount is not a number; write it with digits and a `.` (e.g. 1234.5)"
+        );
+        let error = parse_all("region,product,quarter,amount\nNorth,W,Q1,SECRET-42\n")
+            .expect_err("amount is not a number");
+        assert!(
+            !error.contains("SECRET"),
+            "a cell's value is not echoed: {error}"
+        );
         let error = parse_all("region,quarter\n").expect_err("missing columns");
         assert!(error.contains("product, amount"), "{error}");
         let error = parse_all("region,product,quarter,amount\nNorth,W\n").expect_err("short");
@@ -496,7 +542,13 @@ mod tests {
             2,
         )
         .expect_err("a list");
-        assert_eq!(error, r#"row 2: field `region` is "[\"N\"]", not a string"#);
+        assert_eq!(error, "row 2: field `region` is an array, not a string");
+        let error = sales_row(
+            &object(r#"{"region":"N","product":"W","quarter":"Q1","amount":"SECRET"}"#),
+            4,
+        )
+        .expect_err("text amount");
+        assert_eq!(error, "row 4: field `amount` is text, not a number");
         let error = sales_row(&object(r#"{"product":"W","quarter":"Q1","amount":1}"#), 3)
             .expect_err("no region");
         assert!(error.contains("field `region` is missing"), "{error}");
@@ -518,7 +570,9 @@ mod tests {
         )
         .expect("write csv");
         let (ctx, _control, mut rx) = testing::context(Stage::Ingest, dir.path());
-        let rows = run(&ctx, &Input::File(path.clone())).await.expect("reads");
+        let rows = run(&ctx, &Input::File(path.clone()), &data_dir(dir.path()))
+            .await
+            .expect("reads");
         assert_eq!(rows.len(), 2);
         let mut logged = Vec::new();
         while let Ok(msg) = rx.try_recv() {
@@ -533,12 +587,62 @@ mod tests {
     async fn a_missing_file_fails_with_advice() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ctx, _control, _rx) = testing::context(Stage::Ingest, dir.path());
-        let error = run(&ctx, &Input::File(dir.path().join("nope.csv")))
-            .await
-            .expect_err("no such file");
+        let error = run(
+            &ctx,
+            &Input::File(dir.path().join("nope.csv")),
+            &data_dir(dir.path()),
+        )
+        .await
+        .expect_err("no such file");
         let StageError::Failed(message) = error else {
             panic!("expected a failure, got {error:?}");
         };
         assert!(message.contains("pass another input=PATH"), "{message}");
+    }
+
+    fn data_dir(dir: &std::path::Path) -> Reach {
+        Reach {
+            data_dir: Some(dir.to_path_buf()),
+            ..Reach::default()
+        }
+    }
+
+    async fn failure(input: &str, reach: &Reach) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ctx, _control, _rx) = testing::context(Stage::Ingest, dir.path());
+        match run(&ctx, &Input::File(input.into()), reach).await {
+            Err(StageError::Failed(message)) => message,
+            other => panic!("expected a failure for {input}, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_fails_at_the_limit() {
+        // /dev/zero is one line without end: without a limit the worker's memory grows until
+        // it aborts.
+        let message = failure("/dev/zero", &data_dir(std::path::Path::new("/dev"))).await;
+        assert!(
+            message.contains("line 1 is longer than the 1 MiB limit"),
+            "{message}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let long = format!("region,product,quarter,amount\n{}\n", "x".repeat(10 << 20));
+        std::fs::write(dir.path().join("long.csv"), long).expect("write");
+        let message = failure("long.csv", &data_dir(dir.path())).await;
+        assert!(
+            message.contains("line 2 is longer than the 1 MiB limit"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn input_outside_the_data_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let message = failure("/etc/passwd", &Reach::default()).await;
+        assert!(message.contains("no data directory"), "{message}");
+        let message = failure("/etc/passwd", &data_dir(dir.path())).await;
+        assert!(message.contains("outside the directories"), "{message}");
+        let message = failure("../x", &data_dir(dir.path())).await;
+        assert!(message.contains("contains `..`"), "{message}");
     }
 }

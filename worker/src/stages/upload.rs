@@ -17,6 +17,7 @@ use presswork_proto::v1::LogLevel;
 
 use super::sources::{error_chain, shown_url};
 use super::{StageContext, StageError};
+use crate::reach::{self, AllowedHosts};
 
 /// The first wait between two attempts; each next one doubles, up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -59,10 +60,17 @@ pub fn backoff(failed: u32) -> Duration {
 pub async fn run(
     ctx: &StageContext,
     http: &reqwest::Client,
+    allowed: &AllowedHosts,
     pdf: &Path,
     delivery: &HttpDelivery,
 ) -> Result<String, StageError> {
     let shown = shown_url(&delivery.url);
+    let refused = |problem: String| {
+        StageError::Failed(format!(
+            "cannot deliver to {shown}: {problem}; check delivery.params.url"
+        ))
+    };
+    allowed.check_url(&delivery.url).map_err(refused)?;
     let method = delivery.method.method();
     let body = ctx.cancellable(tokio::fs::read(pdf)).await?.map_err(|e| {
         StageError::Failed(format!(
@@ -109,7 +117,11 @@ pub async fn run(
                 }
                 format!("HTTP {status}{said}")
             }
-            Err(error) => error_chain(&error),
+            // Without the URL: its query string may hold a signature.
+            Err(error) if reach::is_refused(&error) => {
+                return Err(refused(error_chain(&error.without_url())));
+            }
+            Err(error) => error_chain(&error.without_url()),
         };
         if attempt == attempts {
             return Err(StageError::Failed(format!(

@@ -1,5 +1,5 @@
 //! A local HTTP server for HTTP sources and deliveries (loopback only): files to GET, a body
-//! that never ends, a generated CSV of any size, and upload endpoints that accept, fail
+//! that never ends, a generated CSV of any size, a redirect to loopback, and upload endpoints that accept, fail
 //! (`503` a few times, or always) or refuse (`400`). What it sees is reported as [`Event`]s.
 
 use std::collections::HashMap;
@@ -69,6 +69,7 @@ impl TestServer {
             .route("/files/{name}", get(file))
             .route("/slow.csv", get(slow))
             .route("/generated/{rows}", get(generated))
+            .route("/redirect/{port}/{name}", get(redirect))
             .route("/upload/{behaviour}", put(upload).post(upload))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -129,6 +130,15 @@ async fn file(State(state): State<Arc<ServerState>>, Path(name): Path<String>) -
         Some(body) => body.clone().into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// A redirect to `http://127.0.0.1:{port}/files/{name}`.
+async fn redirect(Path((port, name)): Path<(u16, String)>) -> Response {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header("location", format!("http://127.0.0.1:{port}/files/{name}"))
+        .body(Body::empty())
+        .expect("a response")
 }
 
 /// Sends [`Event::SlowDropped`] when the body is dropped before its end.

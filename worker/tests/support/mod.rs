@@ -79,7 +79,31 @@ pub struct Harness {
     pub work: tempfile::TempDir,
 }
 
+/// What the tests' workers may reach: the loopback servers and the temp directories the tests
+/// use (the worker's defaults refuse both).
+pub fn test_reach() -> presswork_worker::reach::Reach {
+    presswork_worker::reach::Reach {
+        data_dir: Some(std::env::temp_dir()),
+        allow_dirs: vec![std::env::temp_dir()],
+        allow_hosts: presswork_worker::reach::AllowedHosts::parse(&[
+            "127.0.0.0/8".into(),
+            "::1".into(),
+            "localhost".into(),
+        ])
+        .expect("valid"),
+        allow_privileged_sql_roles: false,
+    }
+}
+
 pub async fn start(enable_test_reports: bool) -> Harness {
+    start_with(enable_test_reports, test_reach()).await
+}
+
+/// A worker allowed to reach only what `reach` says.
+pub async fn start_with(
+    enable_test_reports: bool,
+    reach: presswork_worker::reach::Reach,
+) -> Harness {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (server, streams) = serve(listener);
@@ -91,6 +115,7 @@ pub async fn start(enable_test_reports: bool) -> Harness {
         output_dir: output.path().to_path_buf(),
         work_dir: work.path().to_path_buf(),
         token: presswork_worker::WorkerToken("session-test-worker-token".into()),
+        reach,
         ..WorkerConfig::default()
     };
     let shutdown = CancellationToken::new();

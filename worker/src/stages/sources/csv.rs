@@ -5,12 +5,21 @@
 //! The first record is the header; it names the columns. Every later record must have as many
 //! fields. Fields become [`Value::parse`]: numbers when they read as one, empty is null, else
 //! text. Blank lines are skipped; a UTF-8 byte-order mark before the header is dropped.
+//!
+//! A record holds at most [`MAX_RECORD_BYTES`] of field text and [`MAX_FIELDS`] fields: a
+//! longer one (a file without line breaks, `/dev/zero`) fails the job instead of filling the
+//! worker's memory.
 
 use std::sync::Arc;
 
 use csv_core::{ReadRecordResult, Reader};
 
 use crate::table::{Row, Value};
+
+/// The most field text one record may hold, in bytes.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// The most fields one record may have.
+pub const MAX_FIELDS: usize = 4096;
 
 /// Decodes CSV records from chunks of bytes into rows.
 pub struct CsvDecoder {
@@ -24,6 +33,8 @@ pub struct CsvDecoder {
     columns: Option<Arc<[String]>>,
     /// The line the record being decoded started on (1-based).
     record_line: u64,
+    /// Records completed so far (the header is the first).
+    records: u64,
     done: bool,
 }
 
@@ -37,6 +48,7 @@ impl Default for CsvDecoder {
             ends_len: 0,
             columns: None,
             record_line: 1,
+            records: 0,
             done: false,
         }
     }
@@ -66,13 +78,25 @@ impl CsvDecoder {
                 ReadRecordResult::InputEmpty => {}
                 ReadRecordResult::OutputFull => {
                     let len = self.fields.len();
-                    self.fields.resize(len * 2, 0);
+                    if len >= MAX_RECORD_BYTES {
+                        return Err(self.too_long(format!(
+                            "is longer than the {} MiB limit",
+                            MAX_RECORD_BYTES / (1024 * 1024)
+                        )));
+                    }
+                    self.fields.resize((len * 2).min(MAX_RECORD_BYTES), 0);
                 }
                 ReadRecordResult::OutputEndsFull => {
                     let len = self.ends.len();
-                    self.ends.resize(len * 2, 0);
+                    if len >= MAX_FIELDS {
+                        return Err(
+                            self.too_long(format!("has more than the {MAX_FIELDS} fields allowed"))
+                        );
+                    }
+                    self.ends.resize((len * 2).min(MAX_FIELDS), 0);
                 }
                 ReadRecordResult::Record => {
+                    self.records += 1;
                     if let Some(row) = self.record()? {
                         rows.push(row);
                     }
@@ -86,6 +110,15 @@ impl CsvDecoder {
             }
         }
         Ok(rows)
+    }
+
+    /// The error for a record over a limit: which record, and what to do.
+    fn too_long(&self, what: String) -> String {
+        format!(
+            "record {} (from line {}) {what}; check that the input is CSV with a line break after each record, and that its quotes are closed",
+            self.records + 1,
+            self.record_line
+        )
     }
 
     /// The column names, once the header was read.
@@ -207,7 +240,7 @@ mod tests {
 
     #[test]
     fn long_fields_and_many_columns_grow_the_buffers() {
-        let long = "x".repeat(10_000);
+        let long = "x".repeat(3_000);
         let header: Vec<String> = (0..300).map(|i| format!("c{i}")).collect();
         let values: Vec<&str> = (0..300).map(|_| long.as_str()).collect();
         let input = format!("{}\n{}\n", header.join(","), values.join(","));
@@ -231,6 +264,29 @@ mod tests {
         );
         let error = decode_in_chunks(b"a,a\n", 64).expect_err("twice");
         assert!(error.contains("names the column `a` twice"), "{error}");
+    }
+
+    #[test]
+    fn a_record_over_the_limits_fails_naming_it() {
+        let mut input = b"a,b\n1,2\n".to_vec();
+        input.extend(std::iter::repeat_n(0u8, MAX_RECORD_BYTES + 1));
+        let error = decode_in_chunks(&input, 64 * 1024).expect_err("too long");
+        assert_eq!(
+            error,
+            "record 3 (from line 3) is longer than the 1 MiB limit; check that the input is CSV with a line break after each record, and that its quotes are closed"
+        );
+        let input = format!("a\n\"{}", "x".repeat(2 * MAX_RECORD_BYTES));
+        let error = decode_in_chunks(input.as_bytes(), 4096).expect_err("unclosed quote");
+        assert!(
+            error.starts_with("record 2 (from line 2) is longer"),
+            "{error}"
+        );
+        let input = format!("a\n{}\n", ",".repeat(MAX_FIELDS));
+        let error = decode_in_chunks(input.as_bytes(), 4096).expect_err("too many fields");
+        assert!(
+            error.contains(&format!("has more than the {MAX_FIELDS} fields allowed")),
+            "{error}"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
-use crate::plugin::protocol::excerpt;
 use crate::table::{Row, Value};
+use serde_json::error::Category;
 
 /// The longest line read, in bytes: a longer one fails the job instead of filling the memory.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
@@ -31,11 +31,22 @@ impl JsonlDecoder {
         if line.trim().is_empty() {
             return Ok(None);
         }
+        // The line and serde's message (which quotes a value) are not shown: errors are shown
+        // to every viewer of the job.
         let object: Object = serde_json::from_str(line).map_err(|error| {
+            let problem = match error.classify() {
+                Category::Data => "is not a JSON object",
+                Category::Syntax => "is not valid JSON",
+                Category::Eof => "ends inside a JSON value",
+                Category::Io => "cannot be read",
+            };
+            let at = match error.column() {
+                0 => String::new(),
+                column => format!(" at column {column}"),
+            };
             format!(
-                "line {}: {error} in {}; write one JSON object per line",
-                self.line,
-                excerpt(line, 60)
+                "line {}: {problem}{at}; write one JSON object per line",
+                self.line
             )
         })?;
         Ok(Some(self.row(object.0)))
@@ -149,12 +160,20 @@ mod tests {
         let mut decoder = JsonlDecoder::default();
         decoder.decode_line(r#"{"a":1}"#).unwrap();
         let error = decoder.decode_line("[1,2]").expect_err("an array");
+        assert_eq!(
+            error,
+            "line 2: is not a JSON object; write one JSON object per line"
+        );
+        let error = decoder.decode_line(r#"{"a":"#).expect_err("cut short");
         assert!(
-            error.starts_with("line 2: invalid type: sequence, expected a JSON object"),
+            error.starts_with("line 3: ends inside a JSON value"),
             "{error}"
         );
-        assert!(error.ends_with("write one JSON object per line"), "{error}");
-        let error = decoder.decode_line(r#"{"a":"#).expect_err("cut short");
-        assert!(error.starts_with("line 3: EOF while parsing"), "{error}");
+        let error = decoder.decode_line(r#""SECRET""#).expect_err("a string");
+        assert!(!error.contains("SECRET"), "a value is not echoed: {error}");
+        let error = decoder
+            .decode_line(r#"{"a":SECRET}"#)
+            .expect_err("not JSON");
+        assert!(!error.contains("SECRET"), "a value is not echoed: {error}");
     }
 }

@@ -14,6 +14,7 @@ pub mod sql;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::{StreamExt, TryStreamExt};
@@ -24,6 +25,7 @@ use self::csv::CsvDecoder;
 use self::jsonl::JsonlDecoder;
 use super::ingest::{self, SAMPLE_SALES_CSV, SourceConnector};
 use super::{StageContext, StageError};
+use crate::reach::{AllowedHosts, CheckedResolver, Reach, redirect_policy};
 use crate::table::{Row, Transformer};
 
 /// Rows pushed between two looks at the token.
@@ -81,7 +83,7 @@ impl Source {
     fn advice(&self) -> &'static str {
         match self {
             Source::File { .. } => {
-                "fix the file, or point source.params.path at another (absolute, readable by the worker)"
+                "fix the file, or point source.params.path at another (absolute, readable by the worker, under its --data-dir or --allow-dirs)"
             }
             Source::Http { .. } => {
                 "check source.params.url and source.params.format, and that the server answers the worker"
@@ -94,9 +96,16 @@ impl Source {
 }
 
 /// The HTTP client of HTTP sources and deliveries: rustls (Mozilla's and the system's roots),
-/// 10 s to connect, and 30 s at most without a byte once connected.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
+/// 10 s to connect, and 30 s at most without a byte once connected. It connects only to the
+/// addresses `allowed` allows, checked when a name is resolved and at every redirect; it
+/// ignores the proxy environment variables, so that the check is made on the real destination
+/// (an address in a URL is checked by [`AllowedHosts::check_url`] before the request).
+pub fn http_client(allowed: &AllowedHosts) -> anyhow::Result<reqwest::Client> {
+    let allowed = Arc::new(allowed.clone());
     reqwest::Client::builder()
+        .dns_resolver(Arc::new(CheckedResolver::new(Arc::clone(&allowed))))
+        .redirect(redirect_policy(allowed))
+        .no_proxy()
         .connect_timeout(std::time::Duration::from_secs(10))
         .read_timeout(std::time::Duration::from_secs(30))
         .user_agent(concat!("presswork-worker/", env!("CARGO_PKG_VERSION")))
@@ -175,6 +184,7 @@ pub async fn read(
     ctx: &StageContext,
     source: &Source,
     http: &reqwest::Client,
+    reach: &Reach,
     transformer: &mut Transformer,
 ) -> Result<u64, StageError> {
     let mut sink = RowSink {
@@ -185,8 +195,12 @@ pub async fn read(
     };
     match source {
         Source::File { path, format } => {
+            let path = ctx
+                .cancellable(reach.readable_file(path))
+                .await?
+                .map_err(|problem| sink.failed(problem))?;
             let file = ctx
-                .cancellable(tokio::fs::File::open(path))
+                .cancellable(tokio::fs::File::open(&path))
                 .await?
                 .map_err(|e| sink.failed(format!("cannot open it: {e}")))?;
             let size = ctx
@@ -197,10 +211,14 @@ pub async fn read(
             read_text(ctx, file, Some(size), *format, &mut sink).await?;
         }
         Source::Http { url, format } => {
+            reach
+                .allow_hosts
+                .check_url(url)
+                .map_err(|problem| sink.failed(problem))?;
             let (body, size) = get(ctx, http, url, &sink).await?;
             read_text(ctx, body, size, *format, &mut sink).await?;
         }
-        Source::Sql { url, query } => sql::read(ctx, url, query, &mut sink).await?,
+        Source::Sql { url, query } => sql::read(ctx, url, query, reach, &mut sink).await?,
         Source::Sample => {
             let size = SAMPLE_SALES_CSV.len() as u64;
             read_text(
@@ -239,7 +257,10 @@ async fn get(
     let response = ctx
         .cancellable(http.get(url.clone()).send())
         .await?
-        .map_err(|e| sink.failed(format!("the GET failed: {}", error_chain(&e))))?;
+        .map_err(|e| {
+            // Without the URL: its query string may hold a signature.
+            sink.failed(format!("the GET failed: {}", error_chain(&e.without_url())))
+        })?;
     let status = response.status();
     if !status.is_success() {
         return Err(sink.failed(format!("the server answered HTTP {status}")));

@@ -9,8 +9,20 @@
 //! - SQLite: the file is opened read-only (`mode=ro`); integers and reals are numbers, text is
 //!   text, a blob is its bytes as text.
 //!
-//! The query stops when the stream is dropped: a cancel drops it and the connection.
+//! - PostgreSQL: a role that is a superuser or a member of pg_read_server_files,
+//!   pg_write_server_files or pg_execute_server_program is refused unless the worker runs with
+//!   `--allow-privileged-sql-roles`: a read-only session of such a role can still read and
+//!   write the server's files (`pg_read_file`, `lo_import`, `COPY … PROGRAM` through dblink).
+//! - SQLite: the file must be under the worker's `--data-dir` or `--allow-dirs`.
+//! - Errors name the database without its password or query string, and do not quote the
+//!   database's message (which may quote the data): the job's error gives its SQLSTATE, the
+//!   worker's log the message.
+//!
+//! The query stops when the stream is dropped: a cancel drops it and the connection, and on
+//! PostgreSQL asks the server to cancel the query (`pg_cancel_backend` from a second
+//! connection: sqlx has no cancel request), which would otherwise run on to its end.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +32,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{Column, ConnectOptions, Connection, Row as _, TypeInfo, ValueRef};
 
+use crate::reach::Reach;
 use crate::stages::{StageContext, StageError};
 use crate::table::{Row, Value};
 
@@ -27,6 +40,16 @@ use super::RowSink;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the cancel of a running PostgreSQL query may take (connect and ask).
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the session's role may do, and the backend serving it.
+const ROLE_CHECK: &str = "SELECT current_user::text, r.rolsuper, \
+     pg_has_role(current_user, 'pg_read_server_files', 'MEMBER'), \
+     pg_has_role(current_user, 'pg_write_server_files', 'MEMBER'), \
+     pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER'), \
+     pg_backend_pid() \
+     FROM pg_roles r WHERE r.rolname = current_user";
 
 /// Checks that `query` is one read-only query: `SELECT` or `WITH` first, no `;` but at the end.
 pub fn check_read_only(query: &str) -> Result<(), String> {
@@ -49,14 +72,35 @@ pub fn check_read_only(query: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A database URL without its password, for messages.
+/// A database URL without its password and query string (`?password=…` is allowed there),
+/// for messages; only its scheme when it does not parse.
 pub fn shown_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
+        Ok(parsed) => super::shown_url(&parsed),
+        Err(_) => {
+            let scheme: String = url
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+                .take(20)
+                .collect();
+            format!("{scheme}:… (a URL that does not parse)")
         }
-        _ => url.to_string(),
+    }
+}
+
+/// A database error as the job's error shows it: the database's own message may quote the
+/// data (`invalid input syntax for type integer: "…"`), so it goes to the worker's log and
+/// the job's error gets its SQLSTATE.
+fn shown_error(ctx: &StageContext, error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(database) => {
+            let code = database.code().unwrap_or_default().to_string();
+            tracing::warn!(job_id = %ctx.job_id(), attempt = ctx.attempt(), %code, message = %database.message(), "sql source: the database answered with an error");
+            format!(
+                "the database answered with an error (SQLSTATE {code}); its message is in the worker's log, not here, as it may quote the data"
+            )
+        }
+        other => other.to_string(),
     }
 }
 
@@ -65,6 +109,7 @@ pub async fn read(
     ctx: &StageContext,
     url: &str,
     query: &str,
+    reach: &Reach,
     sink: &mut RowSink<'_>,
 ) -> Result<(), StageError> {
     check_read_only(query).map_err(|problem| sink.failed(problem))?;
@@ -78,6 +123,15 @@ pub async fn read(
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| connect_failed(e.to_string()))?
             .read_only(true);
+        let options = if options.get_filename() == Path::new(":memory:") {
+            options
+        } else {
+            let file = ctx
+                .cancellable(reach.readable_file(options.get_filename()))
+                .await?
+                .map_err(|problem| sink.failed(problem))?;
+            options.filename(file)
+        };
         let mut connection: SqliteConnection = connect(ctx, options.connect())
             .await?
             .map_err(connect_failed)?;
@@ -92,7 +146,21 @@ pub async fn read(
         let mut connection: PgConnection = connect(ctx, options.connect())
             .await?
             .map_err(connect_failed)?;
+        let backend = match check_role(ctx, &mut connection, reach, &shown).await {
+            Ok(Ok(backend)) => backend,
+            Err(cancelled) => {
+                close(connection).await;
+                return Err(cancelled);
+            }
+            Ok(Err(problem)) => {
+                close(connection).await;
+                return Err(sink.failed_with(problem, "connect as a role that may only read the tables the report needs (GRANT SELECT), or start the worker with --allow-privileged-sql-roles"));
+            }
+        };
         let result = fetch_rows(ctx, &mut connection, query, postgres_values, sink).await;
+        if result == Err(StageError::Cancelled) {
+            cancel_on_server(options, backend, ctx.job_id().to_string());
+        }
         close(connection).await;
         result
     } else {
@@ -113,13 +181,104 @@ async fn connect<C>(
             .await?
         {
             Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(error)) => Err(error.to_string()),
+            Ok(Err(error)) => Err(shown_error(ctx, &error)),
             Err(_) => Err(format!(
                 "no connection after {} s",
                 CONNECT_TIMEOUT.as_secs()
             )),
         },
     )
+}
+
+/// Checks the session's role (see the module documentation) and returns the backend's pid
+/// (to cancel its query). The error says what the role may do.
+async fn check_role(
+    ctx: &StageContext,
+    connection: &mut PgConnection,
+    reach: &Reach,
+    shown: &str,
+) -> Result<Result<i32, String>, StageError> {
+    let (role, superuser, read_files, write_files, run_programs, backend): (
+        String,
+        bool,
+        bool,
+        bool,
+        bool,
+        i32,
+    ) = match ctx
+        .cancellable(sqlx::query_as(ROLE_CHECK).fetch_one(&mut *connection))
+        .await?
+    {
+        Ok(found) => found,
+        Err(error) => {
+            return Ok(Err(format!(
+                "cannot check the role's privileges on {shown}: {}",
+                shown_error(ctx, &error)
+            )));
+        }
+    };
+    let mut privileges = Vec::new();
+    if superuser {
+        privileges.push("is a superuser");
+    } else {
+        for (member, name) in [
+            (read_files, "is a member of pg_read_server_files"),
+            (write_files, "is a member of pg_write_server_files"),
+            (run_programs, "is a member of pg_execute_server_program"),
+        ] {
+            if member {
+                privileges.push(name);
+            }
+        }
+    }
+    if privileges.is_empty() {
+        return Ok(Ok(backend));
+    }
+    let privileges = privileges.join(" and ");
+    if !reach.allow_privileged_sql_roles {
+        return Ok(Err(format!(
+            "the role `{role}` on {shown} {privileges}: even a read-only session of it can read or write the database server's files, so this worker refuses it"
+        )));
+    }
+    tracing::warn!(job_id = %ctx.job_id(), %role, %privileges, "sql source runs as a privileged role (--allow-privileged-sql-roles)");
+    ctx.log_at(
+        presswork_proto::v1::LogLevel::Warn,
+        format!(
+            "the role `{role}` on {shown} {privileges}; allowed by --allow-privileged-sql-roles"
+        ),
+    );
+    Ok(Ok(backend))
+}
+
+/// Asks PostgreSQL to cancel the query of `backend` (`pg_cancel_backend` on a connection of
+/// its own, with the same settings), in the background: the stage returns at once, the
+/// server stops the query within [`CANCEL_TIMEOUT`] or the worker's log says why not.
+fn cancel_on_server(options: PgConnectOptions, backend: i32, job_id: String) {
+    tokio::spawn(async move {
+        let cancelling = async {
+            let mut connection = options.connect().await?;
+            let cancelled: bool = sqlx::query_scalar("SELECT pg_cancel_backend($1)")
+                .bind(backend)
+                .fetch_one(&mut connection)
+                .await?;
+            close(connection).await;
+            Ok::<bool, sqlx::Error>(cancelled)
+        };
+        match tokio::time::timeout(CANCEL_TIMEOUT, cancelling).await {
+            Ok(Ok(true)) => {
+                tracing::info!(%job_id, backend, "sql source: asked the server to cancel the query")
+            }
+            Ok(Ok(false)) => {
+                tracing::debug!(%job_id, backend, "sql source: the query had ended before its cancel")
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%job_id, backend, %error, "sql source: cannot cancel the query on the server; it runs until it ends")
+            }
+            Err(_) => {
+                tracing::warn!(%job_id, backend, "sql source: no answer to the cancel of the query; it may run until it ends")
+            }
+        }
+    });
 }
 
 /// Closes a connection politely, but without waiting long for it.
@@ -152,7 +311,7 @@ where
             Some(Ok(row)) => row,
             Some(Err(error)) => {
                 return Err(sink.failed_with(
-                    format!("the query failed: {error}"),
+                    format!("the query failed: {}", shown_error(ctx, &error)),
                     "check source.params.query against the database (one SELECT, read only)",
                 ));
             }
@@ -271,6 +430,12 @@ mod tests {
             "postgres://ann:***@db:5432/sales"
         );
         assert_eq!(shown_url("sqlite:///srv/x.db"), "sqlite:///srv/x.db");
+        assert_eq!(
+            shown_url("postgres://db/sales?user=ann&password=secret"),
+            "postgres://db/sales?…"
+        );
+        let shown = shown_url("postgres://ann:secret@[db/sales");
+        assert!(!shown.contains("secret"), "{shown}");
     }
 
     #[test]
