@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod dispatch;
+pub mod echo;
 pub mod grpc;
 pub mod job;
 pub mod reports;

@@ -10,6 +10,8 @@ pub mod v1 {
         tonic::include_file_descriptor_set!("presswork_descriptor");
 }
 
+pub mod rules;
+
 use v1::{Aggregate, JobStatus, Stage, aggregate::Function};
 
 impl Aggregate {

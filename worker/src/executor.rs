@@ -29,6 +29,7 @@ use crate::cancel::{CancelEffect, CancelReason, JobControl};
 use crate::configured::{self, ConfiguredReport, Delivery, WorkerOffer};
 use crate::plugin::Connectors;
 use crate::reports::{self, ReportPlan};
+use crate::secrets::Secrets;
 use crate::stages::generate::{ReportDocument, TableDocument};
 use crate::stages::{
     JobReporter, StageContext, StageError, deliver, generate, ingest, sources, transform, upload,
@@ -47,6 +48,8 @@ pub(crate) struct ExecutorSettings {
     pub(crate) output_dir: PathBuf,
     pub(crate) work_dir: PathBuf,
     pub(crate) connectors: Connectors,
+    /// Resolves configured reports' secret references.
+    pub(crate) secrets: Secrets,
     /// For HTTP sources and deliveries (one connection pool for every job).
     pub(crate) http: reqwest::Client,
 }
@@ -162,6 +165,7 @@ impl Executor {
             let offer = WorkerOffer {
                 output_dir: &self.settings.output_dir,
                 connectors: &self.settings.connectors,
+                secrets: &self.settings.secrets,
             };
             configured::plan(config, &assign.params, &job.job_id, &offer)
                 .map(|report| JobPlan::Configured(Box::new(report)))
@@ -679,6 +683,7 @@ mod tests {
             output_dir: output.path().to_path_buf(),
             work_dir: work.path().to_path_buf(),
             connectors: Connectors::default(),
+            secrets: Secrets::default(),
             http: reqwest::Client::new(),
         };
         Fixture {

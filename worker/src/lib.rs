@@ -7,6 +7,7 @@
 //! - [`stages`]: the stages and the contract they follow ([`stages::StageContext`]).
 //! - [`reports`]: the built-in report kinds.
 //! - [`configured`]: stored report configurations (`AssignJob.config`), checked and planned.
+//! - [`secrets`]: the values of configurations' secret references (`${env:…}`, `${file:…}`).
 //! - [`cancel`]: why a job was cancelled, and its point of no return.
 //! - [`plugin`]: out-of-process connectors (any language, JSON lines over stdin/stdout) and
 //!   their conformance kit.
@@ -18,6 +19,7 @@ mod executor;
 pub mod health;
 pub mod plugin;
 pub mod reports;
+pub mod secrets;
 mod session;
 pub mod stage_runtime;
 pub mod stages;
@@ -64,6 +66,9 @@ pub struct WorkerConfig {
     /// The connectors jobs may name (`--connector`, `--connector-dir`), and their grace
     /// period after SIGTERM (`--connector-grace-ms`).
     pub connectors: plugin::Connectors,
+    /// Where report configurations' `${file:NAME}` secret references are read
+    /// (`--secrets-dir`); `${env:NAME}` reads the process environment.
+    pub secrets_dir: Option<PathBuf>,
 }
 
 /// A worker credential; never printed, not even by `{:?}`.
@@ -96,6 +101,7 @@ impl Default for WorkerConfig {
             tls_ca: None,
             health_listen: None,
             connectors: plugin::Connectors::default(),
+            secrets_dir: None,
         }
     }
 }

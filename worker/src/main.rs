@@ -83,6 +83,11 @@ struct Flags {
     #[arg(long, env = "PRESSWORK_CONNECTOR_GRACE_MS", value_name = "MS",
           default_value_t = plugin::DEFAULT_GRACE.as_millis() as u64)]
     connector_grace_ms: u64,
+    /// Where report configurations' `${file:NAME}` secret references are read: NAME is a
+    /// file in this directory (keep it readable by the worker only). `${env:NAME}` reads the
+    /// worker's environment.
+    #[arg(long, env = "PRESSWORK_SECRETS_DIR", value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +149,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             &flags.connector_dirs,
             Duration::from_millis(flags.connector_grace_ms),
         )?,
+        secrets_dir: flags.secrets_dir,
     };
 
     let shutdown = CancellationToken::new();

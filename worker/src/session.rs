@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::WorkerConfig;
 use crate::cancel::CancelReason;
 use crate::executor::{Executor, ExecutorSettings};
+use crate::secrets::Secrets;
 use crate::stages::sources::http_client;
 
 /// The lease used before the first Welcome says otherwise.
@@ -159,6 +160,7 @@ impl WorkerSession {
                 output_dir: config.output_dir.clone(),
                 work_dir: config.work_dir.clone(),
                 connectors: config.connectors.clone(),
+                secrets: Secrets::new(config.secrets_dir.clone()),
                 http: http_client()?,
             },
             events_tx,
