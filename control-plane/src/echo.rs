@@ -1,15 +1,13 @@
-//! Client input echoed in messages, bounded: an error names what was wrong without repeating
-//! a megabyte the caller sent.
+//! Echoing input in messages: errors quote what the client sent (`` `Monthly` is not a report
+//! name ``), but never more than a short prefix of it, so a 1 MB id or name cannot make a 1 MB
+//! (or, repeated per field, a 1 GB) message. Every error that quotes client input — report
+//! configurations, job ids, names — goes through [`shown`].
 
-/// Characters of a caller's text shown in a message at most.
-const SHOWN_CHARS: usize = 64;
-
-/// `text` quoted for a message: whole when short, else its first characters and its length.
+/// `text` as a message echoes it: at most 64 characters, then `… (N bytes)` when there is
+/// more; control characters escaped (`\n`). The worker uses the same rule
+/// (`presswork_proto::rules::shown`).
 pub fn shown(text: &str) -> String {
-    match text.char_indices().nth(SHOWN_CHARS) {
-        None => format!("{text:?}"),
-        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
-    }
+    presswork_proto::rules::shown(text)
 }
 
 #[cfg(test)]
@@ -17,13 +15,11 @@ mod tests {
     use super::shown;
 
     #[test]
-    fn short_text_is_shown_whole_and_long_text_is_cut_with_its_length() {
-        assert_eq!(shown("demo-fast"), "\"demo-fast\"");
-        let long = "x".repeat(1 << 20);
-        let text = shown(&long);
-        assert!(text.len() < 100, "{text}");
-        assert!(text.ends_with("… (1048576 bytes)"), "{text}");
-        // Never cut inside a character.
-        assert!(shown(&"é".repeat(100)).starts_with("\"éé"));
+    fn a_megabyte_is_shown_as_its_first_characters_and_its_size() {
+        let id = "é".repeat(1 << 19);
+        let text = shown(&id);
+        assert_eq!(text, format!("{}… (1048576 bytes)", "é".repeat(64)));
+        assert_eq!(shown("job-1"), "job-1");
+        assert_eq!(shown("a\r\nb"), "a\\r\\nb");
     }
 }

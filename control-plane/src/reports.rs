@@ -1,32 +1,53 @@
-//! Report configurations: the checks a configuration passes before it is stored.
+//! Report configurations: the checks a configuration passes before it is stored, and what
+//! is shown of a stored one.
 //!
 //! [`validate`] is pure: it names every wrong field by its path (`source.params.path`,
 //! `transformation.aggregates[1].column`) and says why and what is expected, so a client can
-//! show the problems next to the fields.
+//! show the problems next to the fields. Its work and its answer are bounded whatever it is
+//! sent: counts and lengths are capped, at most [`MAX_ERRORS`] problems are listed, and input
+//! is echoed through [`echo::shown`](crate::echo::shown).
+//!
+//! Secrets: a configuration never holds a credential, only a secret reference (`${env:NAME}`,
+//! `${file:NAME}`) that the worker resolves; one with a password in a URL, a credential in a
+//! query string or a credential-named connector parameter is refused. [`redacted`] hides the
+//! credentials of configurations stored before that rule, in everything the API returns.
+//! The rules the worker applies too live in [`presswork_proto::rules`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use presswork_proto::rules;
 use presswork_proto::v1::aggregate::Function;
 use presswork_proto::v1::filter::Op;
 use presswork_proto::v1::{Connector, ReportConfig, Transformation};
+use prost::Message;
 
-/// Report names the workers use for their built-in reports; a configuration may not take one.
-pub const BUILT_IN_REPORTS: [&str; 8] = [
-    "demo-fast",
-    "demo-slow",
-    "demo-stuck",
-    "noop",
-    "blocker",
-    "coop",
-    "busy",
-    "short",
-];
+use crate::echo::shown;
 
 const MAX_NAME: usize = 63;
 const MAX_TITLE: usize = 200;
 const MAX_DESCRIPTION: usize = 2000;
 const MAX_SUBTITLE: usize = 500;
-const MAX_RETRIES: u32 = 10;
+/// The largest configuration, protobuf-encoded.
+pub const MAX_ENCODED: usize = 64 * 1024;
+/// The most problems one answer lists; the rest are counted.
+pub const MAX_ERRORS: usize = 20;
+const MAX_FILTERS: usize = 64;
+const MAX_GROUP_BY: usize = 16;
+const MAX_AGGREGATES: usize = 32;
+const MAX_SORT: usize = 16;
+const MAX_COLUMNS: usize = 256;
+/// Column names, aliases.
+const MAX_COLUMN: usize = 128;
+const MAX_FILTER_VALUE: usize = 1024;
+const MAX_KIND: usize = 64;
+const MAX_PARAMS: usize = 32;
+const MAX_PARAM_NAME: usize = 64;
+/// Paths, URLs and a connector's parameters.
+const MAX_PARAM_VALUE: usize = 4096;
+/// A SQL source's query.
+const MAX_QUERY: usize = 32 * 1024;
+/// A job id as long as the control plane's (a UUID), to check a file-name pattern with.
+const SAMPLE_JOB_ID: &str = "01900000-0000-7000-8000-000000000000";
 
 /// One thing wrong with a configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,11 +64,29 @@ impl std::fmt::Display for FieldError {
     }
 }
 
-/// The message of an INVALID_ARGUMENT answer listing `errors`.
-pub fn describe(errors: &[FieldError]) -> String {
-    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+/// What is wrong with a configuration: the first [`MAX_ERRORS`] problems, and how many more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub errors: Vec<FieldError>,
+    pub omitted: usize,
+}
+
+impl Invalid {
+    /// The fields named, in order.
+    pub fn fields(&self) -> Vec<&str> {
+        self.errors.iter().map(|e| e.field.as_str()).collect()
+    }
+}
+
+/// The message of an INVALID_ARGUMENT answer listing `invalid`'s problems.
+pub fn describe(invalid: &Invalid) -> String {
+    let list: Vec<String> = invalid.errors.iter().map(ToString::to_string).collect();
+    let more = match invalid.omitted {
+        0 => String::new(),
+        n => format!("; and {n} more problems"),
+    };
     format!(
-        "the report configuration is not valid; fix these fields and try again: {}",
+        "the report configuration is not valid; fix these fields and try again: {}{more}",
         list.join("; ")
     )
 }
@@ -60,18 +99,27 @@ pub fn valid_name(name: &str) -> bool {
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
 }
 
-/// Every problem of `config`, or none. Server-set fields (version, times) are ignored.
-pub fn validate(config: &ReportConfig) -> Result<(), Vec<FieldError>> {
+/// Every problem of `config` (the first [`MAX_ERRORS`]), or none. Server-set fields (version,
+/// times) are ignored.
+pub fn validate(config: &ReportConfig) -> Result<(), Invalid> {
     let mut errors = Errors::default();
+    let size = config.encoded_len();
+    if size > MAX_ENCODED {
+        errors.add(
+            "report",
+            format!("{size} bytes encoded; at most {MAX_ENCODED}: a configuration names its data, it does not hold it"),
+        );
+        return errors.into_result();
+    }
     if !valid_name(&config.name) {
         errors.add(
             "name",
             format!(
                 "`{}` is not a report name: use 1 to {MAX_NAME} lower-case letters, digits and dashes, starting with a letter",
-                config.name
+                shown(&config.name)
             ),
         );
-    } else if BUILT_IN_REPORTS.contains(&config.name.as_str()) {
+    } else if presswork_proto::built_in::built_in(&config.name).is_some() {
         errors.add(
             "name",
             format!(
@@ -99,7 +147,7 @@ pub fn validate(config: &ReportConfig) -> Result<(), Vec<FieldError>> {
                 "template.page_size",
                 format!(
                     "`{}` is not a page size: use a4 or letter",
-                    template.page_size
+                    shown(&template.page_size)
                 ),
             );
         }
@@ -114,29 +162,75 @@ pub fn validate(config: &ReportConfig) -> Result<(), Vec<FieldError>> {
     errors.into_result()
 }
 
+/// `config` as the API shows it: every credential written out in it (a URL's password, a
+/// credential in a query string, a credential-named connector parameter) replaced by `***`.
+/// Configurations saved since secret references exist hold none; older ones may.
+pub fn redacted(mut config: ReportConfig) -> ReportConfig {
+    for connector in [&mut config.source, &mut config.delivery]
+        .into_iter()
+        .flatten()
+    {
+        for (name, value) in connector.params.iter_mut() {
+            if literal_credential_param(name, value) {
+                *value = "***".into();
+            } else if value.contains("://") {
+                *value = rules::redact_url(value);
+            }
+        }
+    }
+    config
+}
+
+/// Whether the parameter `name` looks like a credential and `value` is one written out.
+fn literal_credential_param(name: &str, value: &str) -> bool {
+    rules::credential_name(name) && !value.is_empty() && !rules::only_refs(value)
+}
+
 #[derive(Default)]
-struct Errors(Vec<FieldError>);
+struct Errors {
+    list: Vec<FieldError>,
+    omitted: usize,
+}
 
 impl Errors {
     fn add(&mut self, field: impl Into<String>, problem: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            problem: problem.into(),
-        });
-    }
-
-    fn max_len(&mut self, field: &str, value: &str, max: usize) {
-        let len = value.chars().count();
-        if len > max {
-            self.add(field, format!("{len} characters; at most {max}"));
+        if self.list.len() < MAX_ERRORS {
+            self.list.push(FieldError {
+                field: field.into(),
+                problem: problem.into(),
+            });
+        } else {
+            self.omitted += 1;
         }
     }
 
-    fn into_result(self) -> Result<(), Vec<FieldError>> {
-        if self.0.is_empty() {
+    fn max_len(&mut self, field: &str, value: &str, max: usize) {
+        // Bytes bound the work; characters are what a user counts.
+        if value.len() > max && value.chars().count() > max {
+            self.add(
+                field,
+                format!("{} characters; at most {max}", value.chars().count()),
+            );
+        }
+    }
+
+    /// Whether `items` has at most `max` entries; says so when it has more.
+    fn max_count(&mut self, field: &str, count: usize, max: usize, what: &str) -> bool {
+        if count > max {
+            self.add(field, format!("{count} {what}; at most {max}"));
+            return false;
+        }
+        true
+    }
+
+    fn into_result(self) -> Result<(), Invalid> {
+        if self.list.is_empty() {
             Ok(())
         } else {
-            Err(self.0)
+            Err(Invalid {
+                errors: self.list,
+                omitted: self.omitted,
+            })
         }
     }
 }
@@ -167,7 +261,59 @@ fn known_params(kind: &str, source: bool) -> Option<Params> {
     })
 }
 
+/// Checks the sizes of `connector`'s parameters, and that none holds a credential written
+/// out; false when there are too many to look at.
+fn check_param_sizes(field: &str, connector: &Connector, errors: &mut Errors) -> bool {
+    errors.max_len(&format!("{field}.kind"), &connector.kind, MAX_KIND);
+    if !errors.max_count(
+        &format!("{field}.params"),
+        connector.params.len(),
+        MAX_PARAMS,
+        "parameters",
+    ) {
+        return false;
+    }
+    for (name, value) in &connector.params {
+        let at = format!("{field}.params.{}", shown(name));
+        if name.len() > MAX_PARAM_NAME {
+            errors.add(
+                &at,
+                format!(
+                    "a parameter name of {} bytes; at most {MAX_PARAM_NAME}",
+                    name.len()
+                ),
+            );
+            continue;
+        }
+        let max = if name == "query" {
+            MAX_QUERY
+        } else {
+            MAX_PARAM_VALUE
+        };
+        if value.len() > max {
+            errors.add(&at, format!("{} bytes; at most {max}", value.len()));
+            continue;
+        }
+        if let Err(problem) = rules::secret_refs(value) {
+            errors.add(&at, problem);
+        } else if literal_credential_param(name, value) {
+            errors.add(
+                &at,
+                "holds a credential written out, which every viewer would see; put it in the worker's environment or secrets directory and write ${env:NAME} or ${file:NAME} here",
+            );
+        } else if value.contains("://") {
+            for problem in rules::literal_credentials_in_url(value) {
+                errors.add(&at, problem);
+            }
+        }
+    }
+    true
+}
+
 fn check_params(field: &str, connector: &Connector, source: bool, errors: &mut Errors) -> bool {
+    if !check_param_sizes(field, connector, errors) {
+        return false;
+    }
     let kinds = if source {
         "csv, jsonl, http, sql, sample or connector"
     } else {
@@ -188,7 +334,7 @@ fn check_params(field: &str, connector: &Connector, source: bool, errors: &mut E
             } else {
                 format!(
                     "`{}` is not a {} kind: use {kinds}",
-                    connector.kind,
+                    shown(&connector.kind),
                     if source { "source" } else { "delivery" }
                 )
             },
@@ -214,7 +360,7 @@ fn check_params(field: &str, connector: &Connector, source: bool, errors: &mut E
                 if !required.contains(&name.as_str()) && !optional.contains(&name.as_str()) {
                     let known: Vec<&str> = required.iter().chain(optional).copied().collect();
                     errors.add(
-                        format!("{field}.params.{name}"),
+                        format!("{field}.params.{}", shown(name)),
                         if known.is_empty() {
                             format!("a {} takes no parameters", connector.kind)
                         } else {
@@ -245,14 +391,29 @@ fn check_params(field: &str, connector: &Connector, source: bool, errors: &mut E
     true
 }
 
+/// Checks a URL parameter: its scheme (unless the whole URL, or its start, is a secret
+/// reference the worker resolves). Credentials written out were refused with the sizes.
 fn check_url(field: String, url: &str, schemes: &[&str], errors: &mut Errors) {
+    if rules::secret_refs(url).is_err() {
+        // Reported with the sizes.
+        return;
+    }
+    if let Err(problem) = rules::check_url_refs(url) {
+        errors.add(field, problem);
+        return;
+    }
+    if rules::only_refs(url) {
+        // The worker checks the scheme of what the reference gives.
+        return;
+    }
     if !schemes.iter().any(|s| url.starts_with(&format!("{s}://")))
         || url.len() <= url.find("://").map_or(0, |i| i + 3)
     {
         errors.add(
             field,
             format!(
-                "`{url}` is not a URL this can use: start it with {}://",
+                "`{}` is not a URL this can use: start it with {}://",
+                shown(&rules::redact_url(url)),
                 schemes.join("://, ")
             ),
         );
@@ -271,7 +432,10 @@ fn check_source(source: &Connector, errors: &mut Errors) {
             {
                 errors.add(
                     "source.params.path",
-                    format!("`{path}` is relative; give an absolute path on the workers"),
+                    format!(
+                        "`{}` is relative; give an absolute path on the workers",
+                        shown(path)
+                    ),
                 );
             }
         }
@@ -284,7 +448,7 @@ fn check_source(source: &Connector, errors: &mut Errors) {
             {
                 errors.add(
                     "source.params.format",
-                    format!("`{format}` is not a format: use csv or jsonl"),
+                    format!("`{}` is not a format: use csv or jsonl", shown(format)),
                 );
             }
         }
@@ -323,14 +487,11 @@ fn check_delivery(delivery: &Connector, errors: &mut Errors) {
     match delivery.kind.as_str() {
         "directory" => {
             if let Some(name) = p.get("file_name")
-                && (name.is_empty()
-                    || name.contains('/')
-                    || name.starts_with('.')
-                    || !name.ends_with(".pdf"))
+                && let Err(problem) = rules::delivery_file_name(name, SAMPLE_JOB_ID)
             {
                 errors.add(
                     "delivery.params.file_name",
-                    format!("`{name}` is not a file name to use: a plain name ending in .pdf, without / (it may contain {{job_id}})"),
+                    format!("`{}` is {problem}", shown(name)),
                 );
             }
             if let Some(path) = p.get("path")
@@ -338,7 +499,7 @@ fn check_delivery(delivery: &Connector, errors: &mut Errors) {
             {
                 errors.add(
                     "delivery.params.path",
-                    format!("`{path}` is not absolute; give an absolute directory on the workers, or leave it out for their output directory"),
+                    format!("`{}` is not absolute; give an absolute directory on the workers, or leave it out for their output directory", shown(path)),
                 );
             }
         }
@@ -356,15 +517,24 @@ fn check_delivery(delivery: &Connector, errors: &mut Errors) {
             {
                 errors.add(
                     "delivery.params.method",
-                    format!("`{method}` is not a method to upload with: use PUT or POST"),
+                    format!(
+                        "`{}` is not a method to upload with: use PUT or POST",
+                        shown(method)
+                    ),
                 );
             }
             if let Some(retries) = p.get("retries")
-                && !retries.parse::<u32>().is_ok_and(|n| n <= MAX_RETRIES)
+                && !retries
+                    .parse::<u32>()
+                    .is_ok_and(|n| n <= rules::MAX_RETRIES)
             {
                 errors.add(
                     "delivery.params.retries",
-                    format!("`{retries}` is not a number of retries: use 0 to {MAX_RETRIES}"),
+                    format!(
+                        "`{}` is not a number of retries: use 0 to {}",
+                        shown(retries),
+                        rules::MAX_RETRIES
+                    ),
                 );
             }
         }
@@ -372,27 +542,105 @@ fn check_delivery(delivery: &Connector, errors: &mut Errors) {
     }
 }
 
+/// A column name of the transformation: not empty, at most [`MAX_COLUMN`] bytes; false (and
+/// a problem added) when it is not.
+fn check_column(field: &str, column: &str, what: &str, errors: &mut Errors) -> bool {
+    if column.trim().is_empty() {
+        errors.add(field, format!("required: {what}"));
+        false
+    } else if column.len() > MAX_COLUMN {
+        errors.add(
+            field,
+            format!(
+                "a column name of {} bytes; at most {MAX_COLUMN}",
+                column.len()
+            ),
+        );
+        false
+    } else {
+        true
+    }
+}
+
+/// At most 10 of `names`, comma-separated, then `…` when there are more.
+fn some_of(names: &[&str]) -> String {
+    let mut text = names
+        .iter()
+        .take(10)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > 10 {
+        text.push_str(", …");
+    }
+    text
+}
+
 fn check_transformation(t: &Transformation, errors: &mut Errors) {
+    let counts = [
+        (
+            "transformation.filters",
+            t.filters.len(),
+            MAX_FILTERS,
+            "filters",
+        ),
+        (
+            "transformation.group_by",
+            t.group_by.len(),
+            MAX_GROUP_BY,
+            "group-by columns",
+        ),
+        (
+            "transformation.aggregates",
+            t.aggregates.len(),
+            MAX_AGGREGATES,
+            "aggregates",
+        ),
+        ("transformation.sort", t.sort.len(), MAX_SORT, "sort keys"),
+        (
+            "transformation.columns",
+            t.columns.len(),
+            MAX_COLUMNS,
+            "columns",
+        ),
+    ];
+    let mut within = true;
+    for (field, count, max, what) in counts {
+        within &= errors.max_count(field, count, max, what);
+    }
+    if !within {
+        // Each list is looked at only when every one is within its bounds: the work and the
+        // answer stay small whatever was sent.
+        return;
+    }
     for (i, filter) in t.filters.iter().enumerate() {
         let field = format!("transformation.filters[{i}]");
-        if filter.column.trim().is_empty() {
-            errors.add(format!("{field}.column"), "required: the column to compare");
-        }
+        check_column(
+            &format!("{field}.column"),
+            &filter.column,
+            "the column to compare",
+            errors,
+        );
         if Op::try_from(filter.op).unwrap_or(Op::Unspecified) == Op::Unspecified {
             errors.add(
                 format!("{field}.op"),
                 "required: one of eq, ne, lt, le, gt, ge, contains",
             );
         }
+        if filter.value.len() > MAX_FILTER_VALUE {
+            errors.add(
+                format!("{field}.value"),
+                format!("{} bytes; at most {MAX_FILTER_VALUE}", filter.value.len()),
+            );
+        }
     }
     let mut result_columns: BTreeMap<String, String> = BTreeMap::new();
     for (i, column) in t.group_by.iter().enumerate() {
         let field = format!("transformation.group_by[{i}]");
-        if column.trim().is_empty() {
-            errors.add(field, "empty column name");
-        } else if result_columns
-            .insert(column.clone(), field.clone())
-            .is_some()
+        if check_column(&field, column, "a column to group by", errors)
+            && result_columns
+                .insert(column.clone(), field.clone())
+                .is_some()
         {
             errors.add(field, format!("`{column}` is grouped by twice"));
         }
@@ -414,6 +662,13 @@ fn check_transformation(t: &Transformation, errors: &mut Errors) {
             );
             continue;
         }
+        if aggregate.column.len() > MAX_COLUMN || aggregate.alias.len() > MAX_COLUMN {
+            errors.add(
+                field,
+                format!("a column name or alias longer than {MAX_COLUMN} bytes"),
+            );
+            continue;
+        }
         let name = aggregate.result_name();
         if let Some(other) = result_columns.insert(name.clone(), field.clone()) {
             errors.add(
@@ -431,34 +686,30 @@ fn check_transformation(t: &Transformation, errors: &mut Errors) {
     }
     let mut seen = BTreeSet::new();
     for (i, column) in t.columns.iter().enumerate() {
-        if column.trim().is_empty() || !seen.insert(column) {
-            errors.add(
-                format!("transformation.columns[{i}]"),
-                format!("`{column}` is empty or listed twice"),
-            );
+        let field = format!("transformation.columns[{i}]");
+        if check_column(&field, column, "a column to keep", errors) && !seen.insert(column) {
+            errors.add(field, format!("`{column}` is listed twice"));
         }
     }
-    let known: Option<Vec<&String>> = if grouped {
-        Some(result_columns.keys().collect())
+    let known: Option<Vec<&str>> = if grouped {
+        Some(result_columns.keys().map(String::as_str).collect())
     } else if !t.columns.is_empty() {
-        Some(t.columns.iter().collect())
+        Some(t.columns.iter().map(String::as_str).collect())
     } else {
         None
     };
     for (i, key) in t.sort.iter().enumerate() {
         let field = format!("transformation.sort[{i}].column");
-        if key.column.trim().is_empty() {
-            errors.add(field, "required: the column to sort by");
-        } else if let Some(known) = &known
-            && !known.contains(&&key.column)
+        if check_column(&field, &key.column, "the column to sort by", errors)
+            && let Some(known) = &known
+            && !known.contains(&key.column.as_str())
         {
-            let names: Vec<&str> = known.iter().map(|s| s.as_str()).collect();
             errors.add(
                 field,
                 format!(
                     "`{}` is not a column of the result; sort by one of {}",
                     key.column,
-                    names.join(", ")
+                    some_of(known)
                 ),
             );
         }
@@ -527,7 +778,7 @@ mod tests {
     fn fields(config: &ReportConfig) -> Vec<String> {
         match validate(config) {
             Ok(()) => vec![],
-            Err(errors) => errors.into_iter().map(|e| e.field).collect(),
+            Err(invalid) => invalid.errors.into_iter().map(|e| e.field).collect(),
         }
     }
 
@@ -709,5 +960,178 @@ mod tests {
             message.contains("template.page_size: `a3` is not a page size: use a4 or letter"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn credentials_written_out_are_refused_and_references_accepted() {
+        let refused = [
+            (
+                connector(
+                    "sql",
+                    &[("url", "postgres://u:pw@h/db"), ("query", "select 1")],
+                ),
+                "source.params.url",
+            ),
+            (
+                connector("http", &[("url", "https://h/x.csv?X-Amz-Signature=abc")]),
+                "source.params.url",
+            ),
+            (
+                connector("connector", &[("name", "crm"), ("api_token", "abc")]),
+                "source.params.api_token",
+            ),
+            (
+                connector("http", &[("url", "https://h/${env:TOKEN}/x.csv")]),
+                "source.params.url",
+            ),
+            (
+                connector("http", &[("url", "https://h/x.csv?sig=${vault:x}")]),
+                "source.params.url",
+            ),
+        ];
+        for (source, field) in refused {
+            let mut c = valid();
+            c.source = Some(source.clone());
+            let invalid = validate(&c).expect_err("refused");
+            assert_eq!(invalid.fields(), [field], "{source:?}");
+            let message = describe(&invalid);
+            assert!(
+                message.contains("${env:") && !message.contains(":pw@") && !message.contains("abc"),
+                "{message}"
+            );
+        }
+        let mut c = valid();
+        c.delivery = Some(connector(
+            "http",
+            &[("url", "https://u:secret@h/upload?token=t")],
+        ));
+        assert_eq!(
+            fields(&c),
+            ["delivery.params.url", "delivery.params.url"],
+            "the password and the token"
+        );
+        for source in [
+            connector(
+                "sql",
+                &[
+                    ("url", "postgres://u:${env:PG_PASS}@h/db"),
+                    ("query", "select 1"),
+                ],
+            ),
+            connector(
+                "sql",
+                &[("url", "${file:sales-db-url}"), ("query", "select 1")],
+            ),
+            connector("http", &[("url", "https://h/x.csv?sig=${file:sig}&page=2")]),
+            connector("connector", &[("name", "crm"), ("api_token", "${env:CRM}")]),
+        ] {
+            let mut c = valid();
+            c.source = Some(source.clone());
+            assert_eq!(validate(&c), Ok(()), "{source:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_of_configurations_stored_before_are_redacted() {
+        let mut c = valid();
+        c.source = Some(connector(
+            "sql",
+            &[
+                ("url", "postgres://u:pw@h/db?sslmode=require"),
+                ("query", "select 1"),
+            ],
+        ));
+        c.delivery = Some(connector(
+            "http",
+            &[("url", "https://h/up?X-Amz-Signature=abc&x=1")],
+        ));
+        let shown = redacted(c);
+        assert_eq!(
+            shown.source.unwrap().params["url"],
+            "postgres://u:***@h/db?sslmode=require"
+        );
+        assert_eq!(
+            shown.delivery.unwrap().params["url"],
+            "https://h/up?X-Amz-Signature=***&x=1"
+        );
+        let plugin = redacted(ReportConfig {
+            source: Some(connector(
+                "connector",
+                &[("name", "crm"), ("password", "pw"), ("key", "${env:K}")],
+            )),
+            ..valid()
+        });
+        let params = &plugin.source.unwrap().params;
+        assert_eq!(
+            (params["password"].as_str(), params["key"].as_str()),
+            ("***", "${env:K}")
+        );
+    }
+
+    #[test]
+    fn delivery_file_names_follow_the_shared_rule() {
+        for name in [
+            "a\nb.pdf",
+            "a\\b.pdf",
+            "a\0.pdf",
+            &format!("{}.pdf", "x".repeat(252)),
+        ] {
+            let mut c = valid();
+            c.delivery = Some(connector("directory", &[("file_name", name)]));
+            let invalid = validate(&c).expect_err("refused");
+            assert_eq!(invalid.fields(), ["delivery.params.file_name"], "{name:?}");
+            let expected = rules::delivery_file_name(name, SAMPLE_JOB_ID).unwrap_err();
+            assert!(
+                invalid.errors[0].problem.ends_with(&expected),
+                "{invalid:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_is_sent_bounds_the_answer() {
+        // Thousands of bad filters: one problem, the count.
+        let mut c = valid();
+        let t = c.transformation.as_mut().unwrap();
+        t.filters = vec![Filter::default(); 5000];
+        let invalid = validate(&c).expect_err("refused");
+        assert_eq!(invalid.fields(), ["transformation.filters"]);
+
+        // As many bad entries as the caps allow, each naming a long unknown column: at most
+        // MAX_ERRORS problems, each echoing a short prefix.
+        let long = "c".repeat(MAX_COLUMN);
+        let mut c = valid();
+        let t = c.transformation.as_mut().unwrap();
+        t.group_by = (0..MAX_GROUP_BY)
+            .map(|i| format!("{long:.120}{i}"))
+            .collect();
+        t.aggregates.clear();
+        t.filters = vec![Filter::default(); MAX_FILTERS];
+        t.sort = (0..MAX_SORT)
+            .map(|i| SortKey {
+                column: format!("{long:.120}x{i}"),
+                descending: false,
+            })
+            .collect();
+        c.name = "N".repeat(1000);
+        let invalid = validate(&c).expect_err("refused");
+        assert_eq!(invalid.errors.len(), MAX_ERRORS);
+        assert!(invalid.omitted > 100, "{}", invalid.omitted);
+        let message = describe(&invalid);
+        assert!(message.len() < 8 * 1024, "{} bytes", message.len());
+        assert!(message.ends_with(&format!("; and {} more problems", invalid.omitted)));
+
+        // A 1 MB name: refused by the size of the whole, in one short problem.
+        let mut c = valid();
+        c.name = "n".repeat(1 << 20);
+        let invalid = validate(&c).expect_err("refused");
+        assert_eq!(invalid.fields(), ["report"]);
+        assert!(describe(&invalid).len() < 512);
+
+        // Just under the size cap, names of every length are echoed shortened.
+        let mut c = valid();
+        c.name = "N".repeat(MAX_ENCODED / 2);
+        let message = describe(&validate(&c).expect_err("refused"));
+        assert!(message.len() < 512, "{message}");
     }
 }

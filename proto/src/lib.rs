@@ -11,6 +11,7 @@ pub mod v1 {
 }
 
 pub mod built_in;
+pub mod rules;
 
 use v1::{Aggregate, JobStatus, Stage, aggregate::Function};
 

@@ -202,3 +202,107 @@ async fn report_configurations_are_managed_and_validated() {
     let (_, out, _) = presswork(&cluster, "ada", &["reports", "list"], "").await;
     assert!(out.contains("no report configurations"), "{out}");
 }
+
+/// A configuration built to make a huge answer (every sort key unknown, each problem listing
+/// every column) and a 1 MB name get short INVALID_ARGUMENT answers; a file name with a newline
+/// is refused on save, by the rule the worker applies when it runs the report.
+#[tokio::test]
+async fn refusals_stay_small_and_file_names_follow_the_workers_rule() {
+    use presswork_proto::v1::report_service_client::ReportServiceClient;
+    use presswork_proto::v1::{
+        Connector, CreateReportRequest, GetReportRequest, ReportConfig, SortKey, Transformation,
+    };
+    use presswork_tests::cluster::Bearer;
+
+    let cluster = Cluster::builder().workers(0).start().await;
+    let mut reports = ReportServiceClient::with_interceptor(
+        cluster.channel(),
+        Bearer::token(cluster.token("ada")),
+    );
+    let connector = |kind: &str, params: &[(&str, &str)]| Connector {
+        kind: kind.into(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let base = ReportConfig {
+        name: "bounded".into(),
+        source: Some(connector("sample", &[])),
+        delivery: Some(connector("directory", &[])),
+        ..Default::default()
+    };
+    let columns: Vec<String> = (0..200)
+        .map(|i| format!("column-number-{i:04}-of-many"))
+        .collect();
+    let quadratic = ReportConfig {
+        transformation: Some(Transformation {
+            group_by: columns.clone(),
+            sort: columns
+                .iter()
+                .map(|c| SortKey {
+                    column: format!("not-{c}"),
+                    descending: false,
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        ..base.clone()
+    };
+    let long_name = ReportConfig {
+        name: "n".repeat(1 << 20),
+        ..base.clone()
+    };
+    for (what, report) in [("quadratic", quadratic), ("1 MB name", long_name)] {
+        let refused = reports
+            .create_report(CreateReportRequest {
+                report: Some(report),
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(
+            refused.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {refused:?}"
+        );
+        assert!(
+            refused.message().len() < 8 * 1024,
+            "{what}: {} bytes",
+            refused.message().len()
+        );
+    }
+    let refused = reports
+        .get_report(GetReportRequest {
+            name: "N".repeat(1 << 20),
+        })
+        .await
+        .expect_err("not a name");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().len() < 1024,
+        "{} bytes",
+        refused.message().len()
+    );
+
+    for bad in ["a\nb.pdf", "a\\b.pdf", "a\0b.pdf"] {
+        let refused = reports
+            .create_report(CreateReportRequest {
+                report: Some(ReportConfig {
+                    delivery: Some(connector("directory", &[("file_name", bad)])),
+                    ..base.clone()
+                }),
+            })
+            .await
+            .expect_err(bad);
+        assert_eq!(
+            refused.code(),
+            tonic::Code::InvalidArgument,
+            "{bad:?}: {refused:?}"
+        );
+        assert!(
+            refused.message().contains("delivery.params.file_name"),
+            "{}",
+            refused.message()
+        );
+    }
+}

@@ -3,15 +3,20 @@
 //!
 //! The control plane validates every configuration when it is saved; the worker checks again
 //! what it depends on (kinds, parameters, paths, URLs), because a configuration may come from a
-//! newer or older control plane, and refuses the job with a message naming the field.
+//! newer or older control plane, and refuses the job with a message naming the field. The
+//! rules both sides apply (delivery file names, retries, where secret references may be) are
+//! [`presswork_proto::rules`]; secret references are resolved here ([`crate::secrets`]), so
+//! the values exist only on the worker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use presswork_proto::rules::{self, shown};
 use presswork_proto::v1::aggregate::Function;
 use presswork_proto::v1::{Connector, ReportConfig, Transformation};
 
 use crate::plugin::Connectors;
+use crate::secrets::Secrets;
 use crate::stages::generate::PageSize;
 use crate::stages::ingest::SourceConnector;
 use crate::stages::sources::{Source, TextFormat, sql};
@@ -19,7 +24,7 @@ use crate::stages::upload::{HttpDelivery, UploadMethod};
 use crate::table::Transformer;
 
 /// The most retries an HTTP delivery may ask for.
-pub const MAX_RETRIES: u32 = 10;
+pub const MAX_RETRIES: u32 = rules::MAX_RETRIES;
 /// Retries of an HTTP delivery that does not say.
 pub const DEFAULT_RETRIES: u32 = 3;
 
@@ -57,6 +62,8 @@ pub struct ConfiguredReport {
 pub struct WorkerOffer<'a> {
     pub output_dir: &'a std::path::Path,
     pub connectors: &'a Connectors,
+    /// Resolves the configuration's secret references.
+    pub secrets: &'a Secrets,
 }
 
 /// Checks `config` for job `job_id`; the error names the configuration and the field, and
@@ -77,7 +84,7 @@ pub fn plan(
         .source
         .as_ref()
         .ok_or_else(|| refuse("source", "missing: where the rows come from".into()))?;
-    let source = plan_source(source, offer.connectors).map_err(|(f, p)| refuse(&f, p))?;
+    let source = plan_source(source, offer).map_err(|(f, p)| refuse(&f, p))?;
     let transformation = config.transformation.clone().unwrap_or_default();
     check_transformation(&transformation).map_err(|(f, p)| refuse(&f, p))?;
     let template = config.template.clone().unwrap_or_default();
@@ -94,8 +101,7 @@ pub fn plan(
         .delivery
         .as_ref()
         .ok_or_else(|| refuse("delivery", "missing: where the PDF goes".into()))?;
-    let delivery =
-        plan_delivery(delivery, job_id, offer.output_dir).map_err(|(f, p)| refuse(&f, p))?;
+    let delivery = plan_delivery(delivery, job_id, offer).map_err(|(f, p)| refuse(&f, p))?;
     let mut params: Vec<(String, String)> =
         params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     params.sort();
@@ -151,7 +157,15 @@ fn only(part: &str, c: &Connector, allowed: &[&str]) -> Result<(), FieldProblem>
     }
 }
 
+/// A URL parameter with its secret references resolved. References may stand only where
+/// nothing shows them (see [`rules::check_url_refs`]); errors name a reference, never a value.
+fn resolved_url(field: &str, text: &str, secrets: &Secrets) -> Result<String, FieldProblem> {
+    rules::check_url_refs(text).map_err(|p| (field.to_string(), p))?;
+    secrets.resolve(text).map_err(|p| (field.to_string(), p))
+}
+
 fn url(field: &str, text: &str, schemes: &[&str]) -> Result<reqwest::Url, FieldProblem> {
+    // The parser's message never quotes the text (which may hold a resolved secret).
     let parsed =
         reqwest::Url::parse(text).map_err(|e| (field.to_string(), format!("not a URL ({e})")))?;
     if !schemes.contains(&parsed.scheme()) {
@@ -171,8 +185,9 @@ fn url(field: &str, text: &str, schemes: &[&str]) -> Result<reqwest::Url, FieldP
     Ok(parsed)
 }
 
-fn plan_source(c: &Connector, connectors: &Connectors) -> Result<Source, FieldProblem> {
+fn plan_source(c: &Connector, offer: &WorkerOffer<'_>) -> Result<Source, FieldProblem> {
     const PART: &str = "source";
+    let connectors = offer.connectors;
     Ok(match c.kind.as_str() {
         "csv" | "jsonl" => {
             only(PART, c, &["path"])?;
@@ -195,18 +210,19 @@ fn plan_source(c: &Connector, connectors: &Connectors) -> Result<Source, FieldPr
         }
         "http" => {
             only(PART, c, &["url", "format"])?;
-            let url = url(
+            let text = resolved_url(
                 "source.params.url",
                 required(PART, c, "url")?,
-                &["http", "https"],
+                offer.secrets,
             )?;
+            let url = url("source.params.url", &text, &["http", "https"])?;
             let format = match c.params.get("format").map(String::as_str) {
                 None | Some("" | "csv") => TextFormat::Csv,
                 Some("jsonl") => TextFormat::Jsonl,
                 Some(other) => {
                     return Err((
                         "source.params.format".into(),
-                        format!("`{other}` is not a format: use csv or jsonl"),
+                        format!("`{}` is not a format: use csv or jsonl", shown(other)),
                     ));
                 }
             };
@@ -214,16 +230,18 @@ fn plan_source(c: &Connector, connectors: &Connectors) -> Result<Source, FieldPr
         }
         "sql" => {
             only(PART, c, &["url", "query"])?;
-            let url = required(PART, c, "url")?;
+            let configured = required(PART, c, "url")?;
+            let url = resolved_url("source.params.url", configured, offer.secrets)?;
             if !["postgres://", "postgresql://", "sqlite://"]
                 .iter()
                 .any(|s| url.starts_with(s))
             {
+                // The URL as configured (its references, not their values), credentials hidden.
                 return Err((
                     "source.params.url".into(),
                     format!(
                         "`{}` is not a database URL this worker reads: use postgres://, postgresql:// or sqlite://",
-                        sql::shown_url(url)
+                        shown(&sql::shown_url(&rules::redact_url(configured)))
                     ),
                 ));
             }
@@ -233,7 +251,7 @@ fn plan_source(c: &Connector, connectors: &Connectors) -> Result<Source, FieldPr
                 ("source.params.query".to_string(), problem)
             })?;
             Source::Sql {
-                url: url.to_string(),
+                url,
                 query: query.to_string(),
             }
         }
@@ -248,7 +266,8 @@ fn plan_source(c: &Connector, connectors: &Connectors) -> Result<Source, FieldPr
                 (
                     "source.params.name".to_string(),
                     format!(
-                        "this worker has no connector `{name}` (it has {}); register it with --connector {name}=PATH",
+                        "this worker has no connector `{}` (it has {}); register it with --connector NAME=PATH",
+                        shown(name),
                         if known.is_empty() { "none".to_string() } else { known.join(", ") }
                     ),
                 )
@@ -257,8 +276,14 @@ fn plan_source(c: &Connector, connectors: &Connectors) -> Result<Source, FieldPr
                 .params
                 .iter()
                 .filter(|(k, _)| k.as_str() != "name")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+                .map(|(k, v)| {
+                    let value = offer
+                        .secrets
+                        .resolve(v)
+                        .map_err(|p| (format!("source.params.{}", shown(k)), p))?;
+                    Ok((k.clone(), value))
+                })
+                .collect::<Result<_, FieldProblem>>()?;
             Source::Connector(SourceConnector {
                 program,
                 params,
@@ -269,7 +294,8 @@ fn plan_source(c: &Connector, connectors: &Connectors) -> Result<Source, FieldPr
             return Err((
                 "source.kind".into(),
                 format!(
-                    "`{other}` is not a source kind: use csv, jsonl, http, sql, sample or connector"
+                    "`{}` is not a source kind: use csv, jsonl, http, sql, sample or connector",
+                    shown(other)
                 ),
             ));
         }
@@ -279,29 +305,19 @@ fn plan_source(c: &Connector, connectors: &Connectors) -> Result<Source, FieldPr
 fn plan_delivery(
     c: &Connector,
     job_id: &str,
-    output_dir: &std::path::Path,
+    offer: &WorkerOffer<'_>,
 ) -> Result<Delivery, FieldProblem> {
     const PART: &str = "delivery";
     Ok(match c.kind.as_str() {
         "directory" => {
             only(PART, c, &["file_name", "path"])?;
-            let file_name = match c.params.get("file_name").filter(|v| !v.is_empty()) {
-                Some(pattern) => pattern.replace("{job_id}", job_id),
-                None => format!("{job_id}.pdf"),
-            };
-            if file_name.contains('/')
-                || file_name.contains('\0')
-                || file_name.starts_with('.')
-                || !file_name.ends_with(".pdf")
-                || file_name.len() > 255
-            {
-                return Err((
-                    "delivery.params.file_name".into(),
-                    format!(
-                        "`{file_name}` is not a file name to use: a plain name ending in .pdf, without /"
-                    ),
-                ));
-            }
+            let pattern = c.params.get("file_name").map_or("", String::as_str);
+            let file_name = rules::delivery_file_name(pattern, job_id).map_err(|problem| {
+                (
+                    "delivery.params.file_name".to_string(),
+                    format!("`{}` is {problem}", shown(pattern)),
+                )
+            })?;
             let dir = match c.params.get("path").filter(|v| !v.is_empty()) {
                 Some(path) if !path.starts_with('/') => {
                     return Err((
@@ -312,24 +328,28 @@ fn plan_delivery(
                     ));
                 }
                 Some(path) => PathBuf::from(path),
-                None => output_dir.to_path_buf(),
+                None => offer.output_dir.to_path_buf(),
             };
             Delivery::Directory { dir, file_name }
         }
         "http" => {
             only(PART, c, &["url", "method", "retries"])?;
-            let url = url(
+            let text = resolved_url(
                 "delivery.params.url",
                 required(PART, c, "url")?,
-                &["http", "https"],
+                offer.secrets,
             )?;
+            let url = url("delivery.params.url", &text, &["http", "https"])?;
             let method = match c.params.get("method").map(String::as_str) {
                 None | Some("" | "PUT") => UploadMethod::Put,
                 Some("POST") => UploadMethod::Post,
                 Some(other) => {
                     return Err((
                         "delivery.params.method".into(),
-                        format!("`{other}` is not a method to upload with: use PUT or POST"),
+                        format!(
+                            "`{}` is not a method to upload with: use PUT or POST",
+                            shown(other)
+                        ),
                     ));
                 }
             };
@@ -361,7 +381,10 @@ fn plan_delivery(
         other => {
             return Err((
                 "delivery.kind".into(),
-                format!("`{other}` is not a delivery kind: use directory or http"),
+                format!(
+                    "`{}` is not a delivery kind: use directory or http",
+                    shown(other)
+                ),
             ));
         }
     })
@@ -414,9 +437,11 @@ mod tests {
 
     fn plan_of(config: &ReportConfig) -> Result<ConfiguredReport, String> {
         let connectors = Connectors::default();
+        let secrets = Secrets::with_env(None, &[("PG_PASS", "s3cret"), ("API_TOKEN", "t0ken")]);
         let offer = WorkerOffer {
             output_dir: std::path::Path::new("/srv/out"),
             connectors: &connectors,
+            secrets: &secrets,
         };
         plan(config, &HashMap::new(), "job-9", &offer)
     }
@@ -550,5 +575,85 @@ mod tests {
                 file_name: "sales-job-9.pdf".into()
             }
         );
+    }
+
+    #[test]
+    fn secret_references_are_resolved_on_the_worker() {
+        let planned = plan_of(&config(
+            connector(
+                "sql",
+                &[
+                    ("url", "postgres://ada:${env:PG_PASS}@db.example/sales"),
+                    ("query", "select 1"),
+                ],
+            ),
+            connector(
+                "http",
+                &[("url", "https://h/upload?token=${env:API_TOKEN}")],
+            ),
+        ))
+        .expect("valid");
+        assert_eq!(
+            planned.source,
+            Source::Sql {
+                url: "postgres://ada:s3cret@db.example/sales".into(),
+                query: "select 1".into()
+            }
+        );
+        let Delivery::Http(http) = planned.delivery else {
+            panic!("http delivery");
+        };
+        assert_eq!(http.url.as_str(), "https://h/upload?token=t0ken");
+        // Described without the values.
+        assert!(!planned.source.describe().contains("s3cret"));
+    }
+
+    #[test]
+    fn a_reference_that_cannot_be_resolved_fails_the_job_naming_it() {
+        let error = plan_of(&config(
+            connector(
+                "http",
+                &[("url", "https://h/x.csv?sig=${env:NOT_SET}&k=${env:PG_PASS}")],
+            ),
+            connector("directory", &[]),
+        ))
+        .expect_err("refused");
+        assert!(
+            error.contains(
+                "source.params.url: the secret reference ${env:NOT_SET} cannot be resolved"
+            ),
+            "{error}"
+        );
+        let error = plan_of(&config(
+            connector("http", &[("url", "https://${env:PG_PASS}/x.csv")]),
+            connector("directory", &[]),
+        ))
+        .expect_err("refused");
+        assert!(
+            error.contains("a part of the URL that logs and messages show")
+                && !error.contains("s3cret"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn delivery_file_names_follow_the_shared_rule() {
+        for bad in [
+            "a\nb.pdf",
+            "a\\b.pdf",
+            "a\0.pdf",
+            &format!("{}.pdf", "x".repeat(252)),
+        ] {
+            let error = plan_of(&config(
+                connector("sample", &[]),
+                connector("directory", &[("file_name", bad)]),
+            ))
+            .expect_err("refused");
+            let expected = rules::delivery_file_name(bad, "job-9").unwrap_err();
+            assert!(
+                error.contains("delivery.params.file_name") && error.contains(&expected),
+                "{bad:?}: {error}"
+            );
+        }
     }
 }

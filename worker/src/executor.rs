@@ -30,6 +30,7 @@ use crate::configured::{self, ConfiguredReport, Delivery, WorkerOffer};
 use crate::plugin::Connectors;
 use crate::reach::Reach;
 use crate::reports::{self, ReportPlan};
+use crate::secrets::Secrets;
 use crate::stages::generate::{ReportDocument, TableDocument};
 use crate::stages::{
     JobReporter, StageContext, StageError, deliver, generate, ingest, sources, transform, upload,
@@ -48,6 +49,8 @@ pub(crate) struct ExecutorSettings {
     pub(crate) output_dir: PathBuf,
     pub(crate) work_dir: PathBuf,
     pub(crate) connectors: Connectors,
+    /// Resolves configured reports' secret references.
+    pub(crate) secrets: Secrets,
     /// For HTTP sources and deliveries (one connection pool for every job).
     pub(crate) http: reqwest::Client,
     /// What jobs may reach (directories, privileged SQL roles; hosts are the client's).
@@ -165,6 +168,7 @@ impl Executor {
             let offer = WorkerOffer {
                 output_dir: &self.settings.output_dir,
                 connectors: &self.settings.connectors,
+                secrets: &self.settings.secrets,
             };
             configured::plan(config, &assign.params, &job.job_id, &offer)
                 .map(|report| JobPlan::Configured(Box::new(report)))
@@ -703,6 +707,7 @@ mod tests {
             output_dir: output.path().to_path_buf(),
             work_dir: work.path().to_path_buf(),
             connectors: Connectors::default(),
+            secrets: Secrets::default(),
             http: reqwest::Client::new(),
             reach: Arc::new(Reach::default()),
         };

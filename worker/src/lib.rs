@@ -7,6 +7,7 @@
 //! - [`stages`]: the stages and the contract they follow ([`stages::StageContext`]).
 //! - [`reports`]: the built-in report kinds.
 //! - [`configured`]: stored report configurations (`AssignJob.config`), checked and planned.
+//! - [`secrets`]: the values of configurations' secret references (`${env:…}`, `${file:…}`).
 //! - [`cancel`]: why a job was cancelled, and its point of no return.
 //! - [`plugin`]: out-of-process connectors (any language, JSON lines over stdin/stdout) and
 //!   their conformance kit.
@@ -19,6 +20,7 @@ pub mod health;
 pub mod plugin;
 pub mod reach;
 pub mod reports;
+pub mod secrets;
 mod session;
 pub mod stage_runtime;
 pub mod stages;
@@ -68,6 +70,9 @@ pub struct WorkerConfig {
     /// What jobs may reach: hosts, directories, privileged SQL roles (`--allow-hosts`,
     /// `--data-dir`, `--allow-dirs`, `--allow-privileged-sql-roles`).
     pub reach: reach::Reach,
+    /// Where report configurations' `${file:NAME}` secret references are read
+    /// (`--secrets-dir`); `${env:NAME}` reads the process environment.
+    pub secrets_dir: Option<PathBuf>,
 }
 
 /// A worker credential; never printed, not even by `{:?}`.
@@ -101,6 +106,7 @@ impl Default for WorkerConfig {
             health_listen: None,
             connectors: plugin::Connectors::default(),
             reach: reach::Reach::default(),
+            secrets_dir: None,
         }
     }
 }

@@ -112,6 +112,11 @@ struct Flags {
     /// default: such a role can read and write the database server's files).
     #[arg(long, env = "PRESSWORK_ALLOW_PRIVILEGED_SQL_ROLES")]
     allow_privileged_sql_roles: bool,
+    /// Where report configurations' `${file:NAME}` secret references are read: NAME is a
+    /// file in this directory (keep it readable by the worker only). `${env:NAME}` reads the
+    /// worker's environment.
+    #[arg(long, env = "PRESSWORK_SECRETS_DIR", value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,6 +184,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             allow_hosts: AllowedHosts::parse(&flags.allow_hosts).map_err(anyhow::Error::msg)?,
             allow_privileged_sql_roles: flags.allow_privileged_sql_roles,
         },
+        secrets_dir: flags.secrets_dir,
     };
 
     let shutdown = CancellationToken::new();

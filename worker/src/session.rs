@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::WorkerConfig;
 use crate::cancel::CancelReason;
 use crate::executor::{Executor, ExecutorSettings};
+use crate::secrets::Secrets;
 use crate::stages::sources::http_client;
 
 /// The lease used before the first Welcome says otherwise.
@@ -161,6 +162,7 @@ impl WorkerSession {
                 connectors: config.connectors.clone(),
                 http: http_client(&config.reach.allow_hosts)?,
                 reach: std::sync::Arc::new(config.reach.clone()),
+                secrets: Secrets::new(config.secrets_dir.clone()),
             },
             events_tx,
         );
