@@ -108,6 +108,9 @@ async fn serve_file(root: &Path, request: Request<Body>) -> Response<Body> {
     let file = match resolve(root, request.uri().path()).await {
         Some(file) => file,
         None if is_navigation(&request) => root.join("index.html"),
+        // Browsers ask for an icon by themselves and log a 404 as a console error; the
+        // dashboard ships none.
+        None if request.uri().path() == "/favicon.ico" => return no_content(),
         None => return not_found(),
     };
     match ServeFile::new(file).oneshot(request).await {
@@ -163,6 +166,12 @@ fn is_navigation(request: &Request<Body>) -> bool {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.contains("text/html"))
+}
+
+fn no_content() -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
 }
 
 fn not_found() -> Response<Body> {

@@ -203,6 +203,10 @@ async fn files_carry_security_headers_and_stay_inside_the_web_dir() {
         assert!(head.contains("x-content-type-options: nosniff"), "{head}");
     }
 
+    // The icon a browser asks for by itself: no content, rather than a 404 in its console.
+    let (head, _) = http1(port, &get("/favicon.ico"), &[]).await;
+    assert!(head.starts_with("http/1.1 204"), "{head}");
+
     // Symlinks that lead out of the web dir are not followed.
     for path in ["/leak.txt", "/elsewhere/secret.txt"] {
         let (head, body) = http1(port, &get(path), &[]).await;
