@@ -98,6 +98,23 @@ pub struct Config {
     #[arg(long, env = "PRESSWORK_WEB_DIR", default_value = "web/dist")]
     pub web_dir: PathBuf,
 
+    /// Seconds a new connection has to deliver its first request (and its PROXY header with
+    /// --proxy-protocol) before it is closed: connections that send nothing, or stop inside
+    /// the HTTP/2 preface or the TLS handshake, do not hold a file descriptor for ever.
+    #[arg(long, env = "PRESSWORK_HANDSHAKE_TIMEOUT", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub handshake_timeout: f64,
+
+    /// Most connections served at once (workers, CLI, dashboard); beyond it new connections
+    /// are closed at once and a warning is logged.
+    #[arg(long, env = "PRESSWORK_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Every connection starts with a PROXY protocol header (v1 or v2, HAProxy's
+    /// `send-proxy-v2`) naming the client: only for a control plane reachable solely through
+    /// such a load balancer. Connections without one are closed.
+    #[arg(long, env = "PRESSWORK_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -166,6 +183,15 @@ impl Config {
                     max_attempts: self.max_attempts,
                 },
             },
+        }
+    }
+
+    /// How connections are accepted.
+    pub fn listener(&self) -> crate::listener::ListenerSettings {
+        crate::listener::ListenerSettings {
+            handshake_timeout: Duration::from_secs_f64(self.handshake_timeout),
+            max_connections: self.max_connections as usize,
+            proxy_protocol: self.proxy_protocol,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod echo;
 pub mod grpc;
 pub mod job;
+pub mod listener;
 pub mod reports;
 pub mod store;
 pub mod time;
@@ -20,8 +21,6 @@ use presswork_proto::v1::job_service_server::JobServiceServer;
 use presswork_proto::v1::report_service_server::ReportServiceServer;
 use presswork_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tracing::{info, warn};
@@ -115,12 +114,8 @@ pub async fn run(
     let workers = WorkerApi {
         dispatcher: Arc::clone(&dispatcher),
     };
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            // Commands and cancels are small messages: send them without delay.
-            let _ = stream.set_nodelay(true);
-        })
-    });
+    listener::raise_open_file_limit();
+    let incoming = listener::incoming(listener, config.listener());
 
     let drain = {
         let dispatcher = Arc::clone(&dispatcher);
@@ -157,11 +152,15 @@ pub async fn run(
         ));
     let routes = web::with_dashboard(routes, &config.web_dir);
     // HTTP/1.1 for grpc-web and the dashboard's files; HTTP/2 for gRPC.
-    let mut server = tonic::transport::Server::builder().accept_http1(true);
+    let mut server = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(listener::HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(listener::HTTP2_KEEPALIVE_TIMEOUT));
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
     }
     server
+        .layer(listener::ConnectionInfoLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drain)
         .await?;

@@ -604,6 +604,16 @@ impl Cluster {
         self.workers[index] = Some(worker);
     }
 
+    /// The process id of the control plane (replica 0), while it runs.
+    pub fn control_plane_pid(&self) -> i32 {
+        self.replicas[0]
+            .process
+            .as_ref()
+            .expect("the control plane is running")
+            .pid()
+            .as_raw()
+    }
+
     /// SIGKILLs the control plane (replica 0), as a crash would.
     pub fn kill_control_plane(&mut self) {
         self.kill_replica(0);

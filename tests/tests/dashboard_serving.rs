@@ -1,6 +1,7 @@
 //! One port for everything: the control plane serves the dashboard's files (public, with an
-//! SPA fallback to index.html), answers grpc-web behind the same auth layer as gRPC, and still
-//! says UNIMPLEMENTED to a gRPC call of an unknown method.
+//! SPA fallback to index.html for the browser's navigations), answers grpc-web behind the same
+//! auth layer as gRPC, and still says UNIMPLEMENTED to a gRPC call of an unknown method. The
+//! files carry a Content-Security-Policy and stay inside the web directory.
 
 use presswork_tests::Cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,6 +33,13 @@ async fn http1(port: u16, request: &str, body: &[u8]) -> (String, Vec<u8>) {
 
 fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\nHost: localhost\nConnection: close\n\n")
+}
+
+/// What a browser sends when it loads a page.
+fn navigate(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\nHost: localhost\nConnection: close\nAccept: text/html,application/xhtml+xml,*/*;q=0.8\n\n"
+    )
 }
 
 /// A grpc-web call with an empty message, optionally with a bearer token.
@@ -83,7 +91,7 @@ async fn files_are_public_and_grpc_web_is_guarded() {
     assert_eq!(body, b"console.log(1)");
 
     // Paths the dashboard routes in the browser get index.html.
-    let (head, body) = http1(port, &get("/jobs/some-job"), &[]).await;
+    let (head, body) = http1(port, &navigate("/jobs/some-job"), &[]).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, b"<!doctype html><title>dash</title>");
 
@@ -143,4 +151,77 @@ async fn without_a_dashboard_build_only_grpc_is_served() {
     assert!(body.is_empty());
     // gRPC works: the cluster signed its users in over AuthService.Login.
     assert!(!cluster.token("ada").is_empty());
+}
+
+#[tokio::test]
+async fn files_carry_security_headers_and_stay_inside_the_web_dir() {
+    let web = tempfile::tempdir().expect("a folder for the dashboard build");
+    let index = "<!doctype html><title>dash</title>";
+    std::fs::write(web.path().join("index.html"), index).expect("write index.html");
+    std::fs::create_dir(web.path().join("assets")).expect("assets folder");
+    std::fs::write(web.path().join("assets/app.js"), "console.log(1)").expect("write app.js");
+    let outside = tempfile::tempdir().expect("a folder outside the web dir");
+    std::fs::write(outside.path().join("secret.txt"), "signing key").expect("write the secret");
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        web.path().join("leak.txt"),
+    )
+    .expect("a symlink to a file outside");
+    std::os::unix::fs::symlink(outside.path(), web.path().join("elsewhere"))
+        .expect("a symlink to a folder outside");
+    let cluster = Cluster::builder()
+        .workers(0)
+        .control_plane_args(&["--web-dir", web.path().to_str().expect("a UTF-8 path")])
+        .start()
+        .await;
+    let port = port(&cluster);
+
+    for path in ["/", "/assets/app.js"] {
+        let (head, _) = http1(port, &get(path), &[]).await;
+        assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+        for header in [
+            "content-security-policy: default-src 'self'; script-src 'self';",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+        ] {
+            assert!(head.contains(header), "{path}: no {header:?} in\n{head}");
+        }
+    }
+
+    // Not a file and not a browser's navigation: 404, not the dashboard.
+    for request in [
+        get("/metrics"),
+        get("/jobs/some-job"),
+        navigate("/missing.js"),
+    ] {
+        let (head, body) = http1(port, &request, &[]).await;
+        assert!(head.starts_with("http/1.1 404"), "{request}: {head}");
+        assert_ne!(body, index.as_bytes(), "{request}");
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    }
+
+    // The icon a browser asks for by itself: no content, rather than a 404 in its console.
+    let (head, _) = http1(port, &get("/favicon.ico"), &[]).await;
+    assert!(head.starts_with("http/1.1 204"), "{head}");
+
+    // Symlinks that lead out of the web dir are not followed.
+    for path in ["/leak.txt", "/elsewhere/secret.txt"] {
+        let (head, body) = http1(port, &get(path), &[]).await;
+        assert!(head.starts_with("http/1.1 404"), "{path}: {head}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("signing key"),
+            "{path} served a file outside the web dir"
+        );
+    }
+    let (head, _) = http1(port, &get("/assets/../../etc/passwd"), &[]).await;
+    assert!(!head.starts_with("http/1.1 200"), "{head}");
+
+    // The dashboard's own routes still load it.
+    let (head, body) = http1(port, &navigate("/jobs/abc"), &[]).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert_eq!(body, index.as_bytes());
 }

@@ -1,5 +1,7 @@
 //! The two database engines behind one enum, and the few statements that differ between them.
 
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Postgres, SqlSafeStr, Sqlite, Transaction};
+
+use tracing::warn;
 
 use super::StoreError;
 
@@ -68,6 +72,10 @@ impl Db {
             .await?;
             Ok(Db::Postgres(pool))
         } else if url.starts_with("sqlite:") {
+            if let Ok(path) = sqlite_file(url) {
+                create_private(&path)?;
+                warn_if_not_private(&path);
+            }
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -141,6 +149,66 @@ pub(crate) fn sqlite_file(url: &str) -> Result<std::path::PathBuf, StoreError> {
         )));
     }
     Ok(path.to_path_buf())
+}
+
+/// Creates the SQLite file readable and writable by its owner only (0600, whatever the umask),
+/// before SQLite opens it: it holds the token signing key and password hashes. SQLite creates
+/// the `-wal` and `-shm` files with the main file's permissions. An existing file is left as
+/// it is.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(sqlx::Error::Configuration(
+            format!(
+                "cannot create the SQLite database {}: {e}; check that its directory exists and is writable",
+                path.display()
+            )
+            .into(),
+        ))),
+    }
+}
+
+/// Warns when the database files can be read by other users, or its directory by anyone else:
+/// the signing key in the file is enough to mint an administrator's token.
+fn warn_if_not_private(path: &Path) {
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        files.push(side.into());
+    }
+    for file in files {
+        if let Ok(meta) = std::fs::metadata(&file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            warn!(
+                path = %file.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the database file can be read by other users: it holds the token signing key and password hashes; run `chmod 600 {}`",
+                file.display()
+            );
+        }
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if let Ok(meta) = std::fs::metadata(dir)
+        && meta.permissions().mode() & 0o007 != 0
+    {
+        warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the database's directory is open to other users; run `chmod 700 {}` (or keep the database in a private directory)",
+            dir.display()
+        );
+    }
 }
 
 fn migrator(files: &[&'static str]) -> Migrator {
