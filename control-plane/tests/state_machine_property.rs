@@ -16,16 +16,46 @@ use proptest::prelude::*;
 #[derive(Clone, Debug)]
 enum Op {
     Submit,
-    Claim { worker: u8 },
-    Cancel { job: u8 },
-    StageStarted { job: u8, stale: bool },
-    Progress { job: u8 },
-    Delivered { job: u8 },
-    Ack { job: u8 },
-    Finish { job: u8, kind: u8, stale: bool },
-    Timeout { job: u8 },
-    WorkerLost { job: u8, requeue: bool },
-    Fenced { job: u8, requeue: bool, stale: bool },
+    Claim {
+        worker: u8,
+    },
+    Cancel {
+        job: u8,
+    },
+    StageStarted {
+        job: u8,
+        stale: bool,
+    },
+    Progress {
+        job: u8,
+    },
+    Delivered {
+        job: u8,
+    },
+    Ack {
+        job: u8,
+    },
+    Finish {
+        job: u8,
+        kind: u8,
+        stale: bool,
+    },
+    Timeout {
+        job: u8,
+    },
+    WorkerLost {
+        job: u8,
+        requeue: bool,
+    },
+    Fenced {
+        job: u8,
+        requeue: bool,
+        stale: bool,
+    },
+    /// A worker that does not hold the job reports it finished.
+    Forged {
+        job: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -41,6 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(|job| Op::Timeout { job }),
         2 => (any::<u8>(), any::<bool>()).prop_map(|(job, requeue)| Op::WorkerLost { job, requeue }),
         1 => (any::<u8>(), any::<bool>(), prop::bool::weighted(0.2)).prop_map(|(job, requeue, stale)| Op::Fenced { job, requeue, stale }),
+        1 => any::<u8>().prop_map(|job| Op::Forged { job }),
     ]
 }
 
@@ -83,7 +114,8 @@ async fn run(store: Store, ids: Vec<String>, op: Op) {
         | Op::Finish { job, .. }
         | Op::Timeout { job }
         | Op::WorkerLost { job, .. }
-        | Op::Fenced { job, .. } => match pick(*job) {
+        | Op::Fenced { job, .. }
+        | Op::Forged { job } => match pick(*job) {
             Some(id) => id,
             None => return,
         },
@@ -154,6 +186,29 @@ async fn run(store: Store, ids: Vec<String>, op: Op) {
             reason: "lease lost".into(),
             policy: policy(requeue),
         },
+        Op::Forged { .. } => {
+            let forged = JobEvent::Finished {
+                attempt: current,
+                outcome: Outcome::Succeeded {
+                    output: "/forged".into(),
+                },
+            };
+            // Claims are by w0..w2: the intruder never holds a job, so nothing changes.
+            let applied = store
+                .apply_reported("intruder", &id, &forged, 50)
+                .await
+                .unwrap();
+            assert!(applied.sequence.is_none(), "a forged outcome was written");
+            assert!(
+                matches!(
+                    applied.decision,
+                    Err(presswork_control_plane::job::Refusal::NotAssigned { .. })
+                ),
+                "{:?}",
+                applied.decision
+            );
+            return;
+        }
         Op::Submit | Op::Claim { .. } => unreachable!("handled above"),
     };
     let now = if matches!(event, JobEvent::CancelTimedOut) {

@@ -203,6 +203,9 @@ async fn secret_references_are_resolved_by_the_worker_and_never_stored() {
         work.display().to_string(),
         "--name".into(),
         "secrets-worker".into(),
+        // The CSV server is on loopback, which workers do not reach by default.
+        "--allow-hosts".into(),
+        "127.0.0.1".into(),
         "--token".into(),
         cluster.worker_token().to_string(),
     ]
