@@ -98,6 +98,11 @@ pub struct Config {
     #[arg(long, env = "PRESSWORK_WEB_DIR", default_value = "web/dist")]
     pub web_dir: PathBuf,
 
+    /// The Content-Security-Policy of the dashboard's files (the default allows only the
+    /// dashboard's own scripts, styles and API, and no framing).
+    #[arg(long, env = "PRESSWORK_WEB_CSP", default_value = crate::web::CONTENT_SECURITY_POLICY, value_parser = header_value)]
+    pub web_csp: tonic::codegen::http::HeaderValue,
+
     /// Seconds a new connection has to deliver its first request (and its PROXY header with
     /// --proxy-protocol) before it is closed: connections that send nothing, or stop inside
     /// the HTTP/2 preface or the TLS handshake, do not hold a file descriptor for ever.
@@ -229,6 +234,12 @@ fn trusted_proxy(value: &str) -> Result<ipnet::IpNet, String> {
                 "{value:?} is not an address or CIDR range (e.g. 10.0.0.0/8, 127.0.0.1, fd00::/8)"
             )
         })
+}
+
+fn header_value(value: &str) -> Result<tonic::codegen::http::HeaderValue, String> {
+    tonic::codegen::http::HeaderValue::from_str(value).map_err(|_| {
+        "the policy must be one line of visible ASCII, e.g. \"default-src 'self'\"".to_string()
+    })
 }
 
 fn worker_token(value: &str) -> Result<String, String> {

@@ -150,7 +150,7 @@ pub async fn run(
             &guard,
             wire::mapped(WorkerServiceServer::new(workers)),
         ));
-    let routes = web::with_dashboard(routes, &config.web_dir);
+    let routes = web::with_dashboard(routes, &config.web_dir, config.web_csp.clone());
     // HTTP/1.1 for grpc-web and the dashboard's files; HTTP/2 for gRPC.
     let mut server = tonic::transport::Server::builder()
         .accept_http1(true)

@@ -35,9 +35,9 @@ use crate::auth::{AuthLayer, AuthService};
 /// a `<style>` element and React sets `style` attributes.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
 
-/// Headers on every static-file response (404s included).
-pub const SECURITY_HEADERS: [(HeaderName, &str); 3] = [
-    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+/// Headers on every static-file response (404s included), besides the Content-Security-Policy
+/// (`--web-csp`, [`CONTENT_SECURITY_POLICY`] by default).
+pub const SECURITY_HEADERS: [(HeaderName, &str); 2] = [
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     (header::REFERRER_POLICY, "no-referrer"),
 ];
@@ -47,8 +47,9 @@ pub fn guarded<S>(auth: &AuthLayer, service: S) -> tonic_web::GrpcWebService<Aut
     tonic_web::GrpcWebLayer::new().layer(auth.layer(service))
 }
 
-/// The gRPC routes, with the dashboard in `web_dir` as the fallback when that folder exists.
-pub fn with_dashboard(routes: Routes, web_dir: &Path) -> Routes {
+/// The gRPC routes, with the dashboard in `web_dir` as the fallback when that folder exists,
+/// its files served with the Content-Security-Policy `csp`.
+pub fn with_dashboard(routes: Routes, web_dir: &Path, csp: HeaderValue) -> Routes {
     let root = match web_dir.canonicalize() {
         Ok(root) if root.join("index.html").is_file() => root,
         _ => {
@@ -61,15 +62,11 @@ pub fn with_dashboard(routes: Routes, web_dir: &Path) -> Routes {
     };
     info!(web_dir = %root.display(), "serving the dashboard");
     let root: Arc<Path> = Arc::from(root);
-    let [
-        (csp, csp_value),
-        (nosniff, nosniff_value),
-        (referrer, referrer_value),
-    ] = SECURITY_HEADERS;
+    let [(nosniff, nosniff_value), (referrer, referrer_value)] = SECURITY_HEADERS;
     let files = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
             csp,
-            HeaderValue::from_static(csp_value),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             nosniff,

@@ -20,7 +20,9 @@ export const USERS = {
 };
 
 export class Cluster {
-  constructor({ workers = 1, capacity = 1 } = {}) {
+  /** `controlPlaneArgs`: more flags for the control plane. */
+  constructor({ workers = 1, capacity = 1, controlPlaneArgs = [] } = {}) {
+    this.controlPlaneArgs = controlPlaneArgs;
     this.dir = mkdtempSync(path.join(tmpdir(), "presswork-e2e-"));
     this.database = `sqlite://${this.dir}/presswork.db`;
     this.workerToken = `wt-${Math.random().toString(36).slice(2)}${Date.now()}`;
@@ -59,6 +61,7 @@ export class Cluster {
       "--database", this.database,
       "--web-dir", path.join(repo, "web/dist"),
       "--worker-token", this.workerToken,
+      ...this.controlPlaneArgs,
     ]);
     this.controlPlane = cp;
     return new Promise((resolve, reject) => {

@@ -14,7 +14,18 @@ let browser;
 let failed = false;
 
 before(async () => {
-  cluster = new Cluster({ workers: 1, capacity: 1 });
+  // Puppeteer drives Firefox over WebDriver BiDi, whose injected helper scripts run under the
+  // page's Content-Security-Policy and need eval; Chromium's DevTools protocol is exempt. So
+  // this run adds 'unsafe-eval' to the default policy; the Chromium tests check the default
+  // itself (no console errors).
+  cluster = new Cluster({
+    workers: 1,
+    capacity: 1,
+    controlPlaneArgs: [
+      "--web-csp",
+      "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+    ],
+  });
   await cluster.start();
   browser = await puppeteer.launch({ browser: "firefox", executablePath: FIREFOX, headless: true });
 });
