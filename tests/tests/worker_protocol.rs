@@ -84,6 +84,27 @@ impl FakeWorker {
     }
 }
 
+/// A fake worker `worker_id` (the cluster's only one) holding a `demo-fast` job just
+/// submitted: the worker, the job, and the attempt assigned to it.
+async fn holding_a_job(
+    cluster: &Cluster,
+    worker_id: &str,
+) -> (FakeWorker, presswork_proto::v1::Job, JobAttempt) {
+    let mut worker = connect(cluster, hello(worker_id, &["demo-fast"]))
+        .await
+        .expect("a worker credential opens a stream");
+    let job = cluster.submit("demo-fast", &[]).await;
+    let assigned = worker
+        .until("the job's assignment", |m| matches!(m, Msg::Assign(_)))
+        .await;
+    let Msg::Assign(assign) = assigned else {
+        unreachable!("`until` returned an assignment")
+    };
+    let held = assign.job.expect("the assignment names its attempt");
+    assert_eq!(held.job_id, job.id);
+    (worker, job, held)
+}
+
 fn attempt(job_id: &str, attempt: u32) -> Option<JobAttempt> {
     Some(JobAttempt {
         job_id: job_id.into(),
@@ -158,18 +179,7 @@ async fn a_worker_cannot_finish_or_log_for_another_workers_job_nor_take_over_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_worker_sends_is_bounded_and_a_protocol_error_ends_its_stream_with_that_error() {
     let cluster = Cluster::builder().workers(0).start().await;
-    let mut worker = connect(&cluster, hello("bounded", &["demo-fast"]))
-        .await
-        .expect("a worker credential opens a stream");
-    let job = cluster.submit("demo-fast", &[]).await;
-    let Msg::Assign(assign) = worker
-        .until("the job's assignment", |m| matches!(m, Msg::Assign(_)))
-        .await
-    else {
-        unreachable!()
-    };
-    let held = assign.job.expect("the assignment names its attempt");
-    assert_eq!(held.job_id, job.id);
+    let (mut worker, job, held) = holding_a_job(&cluster, "bounded").await;
 
     // A 3 MB log line and a 1 MB error are kept, cut to a bounded size with a note.
     worker
@@ -239,17 +249,7 @@ async fn what_a_worker_sends_is_bounded_and_a_protocol_error_ends_its_stream_wit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_longer_than_a_message_is_read_in_pages() {
     let cluster = Cluster::builder().workers(0).start().await;
-    let mut worker = connect(&cluster, hello("chatty", &["demo-fast"]))
-        .await
-        .expect("a worker credential opens a stream");
-    let job = cluster.submit("demo-fast", &[]).await;
-    let Msg::Assign(assign) = worker
-        .until("the job's assignment", |m| matches!(m, Msg::Assign(_)))
-        .await
-    else {
-        unreachable!()
-    };
-    let held = assign.job.expect("the assignment names its attempt");
+    let (mut worker, job, held) = holding_a_job(&cluster, "chatty").await;
     const LINES: usize = 400;
     for i in 0..LINES {
         worker
