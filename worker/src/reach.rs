@@ -110,7 +110,8 @@ async fn resolve_within(
     ))
 }
 
-/// `--allow-hosts`: host names and networks HTTP may reach besides public addresses.
+/// `--allow-hosts`: host names and networks HTTP sources and deliveries and SQL sources may
+/// reach besides public addresses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowedHosts {
     /// Lowercase host names, without a trailing dot: any address they resolve to is allowed.
@@ -151,6 +152,34 @@ impl AllowedHosts {
     pub fn allows_name(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.names.contains(&host)
+    }
+
+    /// Checks a database server before a SQL source connects to it: `host` listed by name, or
+    /// every address it resolves to allowed. A Unix-socket directory (a host starting with
+    /// `/`) is a server on this machine: allowed when `localhost` is listed. The name is
+    /// resolved again by the database driver; the check does not pin the address.
+    pub async fn check_server(&self, host: &str, port: u16) -> Result<(), String> {
+        if host.starts_with('/') {
+            return if self.allows_name("localhost") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the worker may not connect to the local database socket in {host}; an operator can allow it by listing localhost in the worker's --allow-hosts"
+                ))
+            };
+        }
+        if self.allows_name(host) {
+            return Ok(());
+        }
+        let addresses: Vec<IpAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve the database host {host}: {e}"))?
+            .map(|a| a.ip())
+            .collect();
+        if addresses.is_empty() || addresses.iter().any(|a| !self.allows_address(*a)) {
+            return Err(refused(host, &addresses));
+        }
+        Ok(())
     }
 
     /// Checks a URL whose host is an address (the client connects to it without resolving
@@ -305,6 +334,30 @@ pub fn redirect_policy(allowed: Arc<AllowedHosts>) -> reqwest::redirect::Policy 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_database_server_on_a_private_address_or_socket_needs_allowing() {
+        let closed = AllowedHosts::default();
+        for host in ["127.0.0.1", "localhost", "10.1.2.3", "/var/run/postgresql"] {
+            let refused = closed.check_server(host, 5432).await.unwrap_err();
+            assert!(refused.contains("--allow-hosts"), "{host}: {refused}");
+        }
+        let open = AllowedHosts::parse(&["127.0.0.0/8".into(), "::1".into()]).unwrap();
+        open.check_server("127.0.0.1", 5432).await.unwrap();
+        open.check_server("localhost", 5432).await.unwrap();
+        assert!(
+            open.check_server("/var/run/postgresql", 5432)
+                .await
+                .is_err()
+        );
+        let by_name = AllowedHosts::parse(&["localhost".into()]).unwrap();
+        by_name.check_server("localhost", 5432).await.unwrap();
+        by_name
+            .check_server("/var/run/postgresql", 5432)
+            .await
+            .unwrap();
+        assert!(by_name.check_server("10.1.2.3", 5432).await.is_err());
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("an address")

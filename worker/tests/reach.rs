@@ -439,7 +439,8 @@ async fn a_privileged_postgres_role_is_refused_unless_allowed() {
     let super_url = format!("postgres://{role}:test-password@{host}:{port}/postgres");
     let source = connector("sql", &[("url", &super_url), ("query", "SELECT 1 AS one")]);
 
-    let (h, mut stream) = started(Reach::default()).await;
+    // The test server is on loopback: allowed here, the role is what is refused.
+    let (h, mut stream) = started(test_reach()).await;
     let finished = run(
         &mut stream,
         "super",
@@ -449,7 +450,7 @@ async fn a_privileged_postgres_role_is_refused_unless_allowed() {
     h.stop().await;
     let (h2, mut stream2) = started(Reach {
         allow_privileged_sql_roles: true,
-        ..Reach::default()
+        ..test_reach()
     })
     .await;
     let allowed = run(
@@ -469,6 +470,48 @@ async fn a_privileged_postgres_role_is_refused_unless_allowed() {
     );
     assert!(error.contains("--allow-privileged-sql-roles"), "{error}");
     assert!(!error.contains("test-password"), "{error}");
+    succeeded(&allowed);
+}
+
+/// Against PostgreSQL when PRESSWORK_TEST_POSTGRES_URL is set: a SQL source reaches a
+/// database on loopback (or another non-public address) only when `--allow-hosts` lists it.
+#[tokio::test]
+async fn a_database_on_loopback_is_reached_only_when_allowed() {
+    let Ok(url) = std::env::var("PRESSWORK_TEST_POSTGRES_URL") else {
+        eprintln!("PRESSWORK_TEST_POSTGRES_URL is not set; skipping");
+        return;
+    };
+    let source = connector("sql", &[("url", &url), ("query", "SELECT 1 AS one")]);
+    let (h, mut stream) = started(Reach::default()).await;
+    let refused = run(
+        &mut stream,
+        "closed",
+        assign_config(
+            "closed",
+            report(source.clone(), connector("directory", &[])),
+        ),
+    )
+    .await;
+    h.stop().await;
+    let (stage, error) = failed(&refused);
+    assert_eq!(stage, Stage::Ingest as i32);
+    assert!(
+        error.contains("may not connect") && error.contains("--allow-hosts"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("presswork@"),
+        "the error shows credentials: {error}"
+    );
+
+    let (h, mut stream) = started(test_reach()).await;
+    let allowed = run(
+        &mut stream,
+        "open",
+        assign_config("open", report(source, connector("directory", &[]))),
+    )
+    .await;
+    h.stop().await;
     succeeded(&allowed);
 }
 
@@ -494,7 +537,7 @@ async fn a_cancelled_postgres_query_stops_on_the_server() {
     let marker = format!("presswork_cancel_{}", uuid::Uuid::new_v4().simple());
     let query = format!("SELECT pg_sleep(60) AS slept, '{marker}' AS marker");
     let mut monitor = sqlx::PgConnection::connect(&url).await.expect("connect");
-    let (h, mut stream) = started(Reach::default()).await;
+    let (h, mut stream) = started(test_reach()).await;
     stream.send(assign_config(
         "sleep",
         report(

@@ -143,6 +143,13 @@ pub async fn read(
             .map_err(|e| connect_failed(e.to_string()))?
             .options([("default_transaction_read_only", "on")])
             .application_name("presswork-worker");
+        ctx.cancellable(
+            reach
+                .allow_hosts
+                .check_server(options.get_host(), options.get_port()),
+        )
+        .await?
+        .map_err(|problem| sink.failed(problem))?;
         let mut connection: PgConnection = connect(ctx, options.connect())
             .await?
             .map_err(connect_failed)?;
